@@ -25,8 +25,7 @@ def spearman(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def retrieval_metrics(sim: np.ndarray, relevant: list[set[int]], k: int = 10) -> dict[str, float]:
     """MRR@k, NDCG@k (binary relevance) and recall@k of a (queries x docs) similarity matrix."""
-    k = min(k, sim.shape[1])
-    top = np.argsort(-sim, axis=1)[:, :k]
+    top = np.argsort(-sim, axis=1)[:, :k]  # fewer than k docs: all of them
     mrr = ndcg = recall = 0.0
     for q, rel in enumerate(relevant):
         hits = [r for r, d in enumerate(top[q]) if d in rel]
