@@ -295,3 +295,25 @@ def error_list(exc: Exception) -> list[dict[str, str]]:
             msg = f"unknown config key {field!r}"
         out.append({"field": field, "message": msg})
     return out
+
+
+def config_markdown() -> str:
+    """docs/config.md: every parameter with its default and description, from TrainConfig itself.
+
+        .venv/bin/python -c "from plugin.config import config_markdown; print(config_markdown(), end='')" > docs/config.md
+    """
+    lines = [
+        "# TrainConfig parameters",
+        "",
+        "Generated from `plugin/config.py` (tests/plugin/test_config.py fails when this file is stale).",
+        "Names and defaults follow angle-emb's angle-trainer; rows marked *differs from angle-emb* explain why.",
+        "",
+        "| group | parameter | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, field in TrainConfig.model_fields.items():
+        group = (field.json_schema_extra or {}).get("group", "")  # type: ignore[union-attr]
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        desc = (field.description or "").replace("|", "\\|").replace("Differs from angle-emb", "*differs from angle-emb*")
+        lines.append(f"| {group} | `{name}` | `{default}` | {desc} |")
+    return "\n".join(lines) + "\n"

@@ -73,3 +73,12 @@ def test_error_list_flattens_for_api():
     fields = {e["field"]: e["message"] for e in error_list(exc.value)}
     assert fields["bogus"] == "unknown config key 'bogus'"
     assert "greater than or equal to 1" in fields["batch_size"]
+
+
+def test_docs_config_md_is_current():
+    from pathlib import Path
+
+    from plugin.config import config_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert doc.read_text() == config_markdown(), "regenerate docs/config.md (command in config_markdown's docstring)"
