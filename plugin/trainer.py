@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .data import Collator, Examples, PairDataset, column_prompts, load_examples, positive_threshold
 from .evaluate import PRIMARY_METRIC, evaluate
 from .export import model_card, save_model, write_json
+from .memory import limit_heap_growth
 from .model import AnglEModel, Encoder, load_backbone, load_tokenizer
 
 log = logging.getLogger("angle_lab")
@@ -222,6 +223,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     """Train, evaluate before/after, and save a sentence-transformers model to config.save_dir."""
     from transformers import set_seed
 
+    limit_heap_growth()
     save_dir = Path(config.save_dir)
     # 1. Data first: every data error surfaces before a model is loaded.
     train_ex = _load_split(config, "train")
