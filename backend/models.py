@@ -1,0 +1,113 @@
+"""The `job` table and the schemas around it, split by use.
+
+    python -c "from backend.models import JobCreate; print(JobCreate.model_json_schema()['properties'].keys())"
+
+Column names follow Transformer Lab's job table where they coincide (id, type,
+status, progress, job_data, created_at, updated_at) so its tooling reads ours.
+`config` holds the TrainConfig exactly as submitted; `launch` holds the
+runner-only options (LaunchOptions), which are not training parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PField
+from sqlalchemy import JSON, Column, DateTime, Index
+from sqlmodel import Field, SQLModel
+
+from plugin.config import TrainConfig
+
+
+class JobStatus(str, Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+
+ACTIVE = (JobStatus.RUNNING, JobStatus.STOPPING)
+FINAL = (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.STOPPED)
+
+JOB_TYPE_TRAIN = "TRAIN"  # Transformer Lab's type for trainer plugins
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite drops tzinfo anyway, so every timestamp is naive UTC on both backends."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "job"
+    # The claim query: oldest QUEUED first.
+    __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    type: str = Field(default=JOB_TYPE_TRAIN, max_length=32)
+    status: str = Field(default=JobStatus.QUEUED.value, max_length=16)
+    progress: int = Field(default=0, ge=0, le=100)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    launch: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    job_data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime, nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime, nullable=False))  # heartbeat
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime))
+    attempt: int = Field(default=1, ge=1)
+    pid: int | None = Field(default=None, description="The runner process watching the job (not the trainer).")
+    host: str | None = Field(default=None, max_length=255, description="Where the runner runs: pids mean nothing elsewhere.")
+
+
+class LaunchOptions(BaseModel):
+    """How the runner starts the trainer; none of these change what is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_processes: int = PField(1, ge=1, le=64, description="Processes `accelerate launch` starts (data parallel).")
+    mixed_precision: Literal["no", "fp16", "bf16"] = PField("no", description="accelerate launch --mixed_precision.")
+    config_file: str | None = PField(None, description="An accelerate config file (accelerate launch --config_file).")
+    use_cpu: bool | None = PField(None, description="Force CPU; None: CPU when no GPU is visible.")
+    max_attempts: int = PField(3, ge=1, le=100, description="Runs allowed after crashes of the runner or machine.")
+    log_to_wandb: bool = PField(False, description="Also send progress and metrics to Weights & Biases.")
+    stop_grace_s: float = PField(
+        120.0, ge=0, le=86_400,
+        description="After a stop request, seconds to wait for the checkpoint before SIGTERM goes to the trainer.",
+    )
+
+    @field_validator("config_file")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        # Form hosts send "" for an untouched text box.
+        return value or None
+
+
+class JobCreate(BaseModel):
+    """What a client submits: a training config plus launch options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["TRAIN"] = JOB_TYPE_TRAIN
+    config: TrainConfig
+    launch: LaunchOptions = PField(default_factory=LaunchOptions)
+
+
+class JobPublic(SQLModel):
+    """What clients see of a job."""
+
+    id: int
+    type: str
+    status: JobStatus
+    progress: int
+    config: dict[str, Any]
+    launch: dict[str, Any]
+    job_data: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    attempt: int
