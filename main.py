@@ -7,6 +7,7 @@
     python main.py --input_file plugin_input.json  # Transformer Lab's plugin convention
     python main.py status [--job_id 7]             # show jobs
     python main.py stop --job_id 7                 # checkpoint and stop a job
+    python main.py serve [--host 127.0.0.1 --port 8000]  # HTTP API + worker (see backend/api.py)
     python main.py train --train_name_or_path ...  # train directly, no job (same as python -m plugin.train)
 
 Exit code of run/quickstart/--input_file: 0 only when the job ended COMPLETE.
@@ -259,6 +260,13 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from backend.api import serve
+
+    _logging(args.verbose)
+    return serve(args.host, args.port, args.db, run_worker=not args.no_worker)
+
+
 def cmd_input_file(args: argparse.Namespace) -> int:
     """Transformer Lab: {"config": {...}} (values may be strings); queued as a job and run here."""
     from backend import jobs
@@ -319,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="ask a job to checkpoint and stop")
     p.add_argument("--job_id", type=int, required=True)
     _common(p)
+    p = sub.add_parser("serve", help="HTTP API with the worker inside (jobs run end to end)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs ANGLE_LAB_API_TOKEN")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-worker", "--no_worker", dest="no_worker", action="store_true",
+                   help="API only; run `main.py worker` elsewhere")
+    _common(p)
     sub.add_parser("train", help="train directly without a job (python -m plugin.train)", add_help=False)
     return parser
 
@@ -335,7 +349,7 @@ def legacy_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    subcommands = {"run-job", "train-job", "worker", "queue", "quickstart", "status", "stop", "train"}
+    subcommands = {"run-job", "train-job", "worker", "queue", "quickstart", "status", "stop", "train", "serve"}
     if argv and argv[0] not in subcommands and any(a.split("=")[0] in ("--job_id", "--input_file") for a in argv):
         args, unknown = legacy_parser().parse_known_args(argv)
         if unknown:  # Transformer Lab may add flags of its own; only ours matter
@@ -350,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     commands = {"run-job": cmd_run, "train-job": cmd_train_job, "worker": cmd_worker, "status": cmd_status,
-                "stop": cmd_stop}
+                "stop": cmd_stop, "serve": cmd_serve}
     if args.command not in commands:
         parser.print_help()
         return 2

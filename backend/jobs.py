@@ -107,13 +107,16 @@ def _insert(engine: Engine, config: dict[str, Any], launch: dict[str, Any], runs
 
 def _check_save_dir_free(s: Session, job: Job) -> None:
     # Two live jobs writing checkpoints into one folder would resume from each other's checkpoints.
-    live = s.exec(select(Job).where(Job.id != job.id, Job.status.in_(_values((JobStatus.QUEUED, *ACTIVE))))).all()
-    for other in live:
-        if other.config.get("save_dir") == job.config["save_dir"]:
-            raise JobStateError(
-                f"config.save_dir {job.config['save_dir']!r} is already used by job {other.id} ({other.status}); "
-                "choose another folder or wait for that job to finish"
-            )
+    # Compared in SQL (JSON path), not by loading every live row: a queue of N jobs made each insert O(N).
+    other = s.exec(select(Job.id, Job.status).where(
+        Job.id != job.id, Job.status.in_(_values((JobStatus.QUEUED, *ACTIVE))),
+        Job.config["save_dir"].as_string() == job.config["save_dir"],  # type: ignore[index]
+    )).first()
+    if other is not None:
+        raise JobStateError(
+            f"config.save_dir {job.config['save_dir']!r} is already used by job {other[0]} ({other[1]}); "
+            "choose another folder or wait for that job to finish"
+        )
 
 
 def get_job(engine: Engine, job_id: int) -> Job:
@@ -124,12 +127,20 @@ def get_job(engine: Engine, job_id: int) -> Job:
         return job
 
 
-def list_jobs(engine: Engine, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+def list_jobs(engine: Engine, status: JobStatus | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
     with read_session(engine) as s:
-        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        query = select(Job).order_by(Job.id.desc()).offset(offset).limit(limit)
         if status is not None:
             query = query.where(Job.status == status.value)
         return list(s.exec(query).all())
+
+
+def count_jobs(engine: Engine, status: JobStatus | None = None) -> int:
+    with read_session(engine) as s:
+        query = select(func.count()).select_from(Job)
+        if status is not None:
+            query = query.where(Job.status == status.value)
+        return int(s.exec(query).one())
 
 
 def read_status(engine: Engine, job_id: int) -> JobStatus:
@@ -283,6 +294,38 @@ def requeue(engine: Engine, job_id: int, reason: str, bump_attempt: bool,
             job.attempt += 1
         s.add(job)
         return job
+
+
+def retry(engine: Engine, job_id: int) -> Job:
+    """FAILED or STOPPED -> QUEUED again (a user's retry), resuming from its newest checkpoint if any.
+
+    The attempt counter restarts: launch.max_attempts limits crash recoveries
+    within one try, and a user's retry is a new try (recorded in job_data.retries).
+    """
+    with write_session(engine) as s:
+        job = _locked(s, job_id)
+        if job.status not in (JobStatus.FAILED.value, JobStatus.STOPPED.value):
+            raise JobStateError(f"job {job_id} is {job.status}: only a FAILED or STOPPED job can be retried")
+        now = utcnow()
+        entry = {"at": now.isoformat(), "from_status": job.status, "attempt": job.attempt,
+                 "error": job.job_data.get("error"), "last_checkpoint": job.job_data.get("last_checkpoint")}
+        job.job_data = _merge(job.job_data, {}, {"retries": [entry]}, drop=ATTEMPT_KEYS)
+        if job.job_data.get("last_checkpoint"):
+            job.config = {**job.config, "resume_from_checkpoint": "last"}
+        job.status, job.pid, job.host, job.finished_at, job.updated_at = JobStatus.QUEUED.value, None, None, None, now
+        job.attempt = 1
+        _check_save_dir_free(s, job)
+        s.add(job)
+        return job
+
+
+def delete_job(engine: Engine, job_id: int) -> None:
+    """Remove a job row that is not running (its output folder stays on disk)."""
+    with write_session(engine) as s:
+        job = _locked(s, job_id)
+        if job.status in _values(ACTIVE):
+            raise JobStateError(f"job {job_id} is {job.status}: stop it before deleting it")
+        s.delete(job)
 
 
 def stale_jobs(engine: Engine, older_than_s: float) -> list[Job]:

@@ -111,3 +111,55 @@ class JobPublic(SQLModel):
     updated_at: datetime
     finished_at: datetime | None
     attempt: int
+
+
+class JobList(SQLModel):
+    """One page of jobs, newest first; `total` counts every job matching the filter."""
+
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# ------------------------------------------------------------------ templates
+class Template(SQLModel, table=True):
+    """A saved job recipe: queue it again and again, with overrides."""
+
+    __tablename__ = "job_template"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True, index=True)
+    description: str = Field(default="", max_length=2000)
+    # Only the keys the user set (exclude_unset): later default changes apply, and the default
+    # per-job save_dir stays per job instead of one folder shared by every job of the template.
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    launch: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime, nullable=False))
+
+
+class TemplateCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = PField(..., min_length=1, max_length=200)
+    description: str = PField("", max_length=2000)
+    config: TrainConfig
+    launch: LaunchOptions = PField(default_factory=LaunchOptions)
+
+
+class TemplatePublic(SQLModel):
+    id: int
+    name: str
+    description: str
+    config: dict[str, Any]
+    launch: dict[str, Any]
+    created_at: datetime
+
+
+class TemplateQueue(BaseModel):
+    """Overrides merged over a template's config and launch before the job is validated and queued."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] = PField(default_factory=dict, description="TrainConfig keys to override.")
+    launch: dict[str, Any] = PField(default_factory=dict, description="LaunchOptions keys to override.")

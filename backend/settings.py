@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         "from QUEUED to training, for ~0.3 GB of memory while idle).",
     )
     kill_grace_s: float = Field(15.0, ge=0, description="After SIGTERM, seconds before SIGKILL goes to the process group.")
+    api_token: str | None = Field(
+        None, description="Bearer token the HTTP API requires on every route but /health; None: no token "
+        "(then `main.py serve` only binds to loopback).",
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body the HTTP API accepts (413 above).")
 
     @field_validator("data_dir")
     @classmethod
