@@ -63,13 +63,9 @@ def _logging(verbose: bool = False) -> None:
 
 
 def _json_file(path: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"error: {what} {path}: {e}") from None
-    if not isinstance(value, dict):
-        raise SystemExit(f"error: {what} {path}: expected a JSON object")
-    return value
+    from plugin.cli import read_json_object
+
+    return read_json_object(path, what)
 
 
 # ------------------------------------------------------------------ watching

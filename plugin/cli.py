@@ -32,17 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_json_object(path: str, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; errors exit naming the flag and file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: {what} {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"error: {what} {path}: expected a JSON object")
+    return value
+
+
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     args = vars(build_parser().parse_args(argv))
     values: dict[str, Any] = {}
     config_file = args.pop("config", None)
     if config_file:
-        try:
-            values = json.loads(Path(config_file).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"error: --config {config_file}: {e}") from e
-        if not isinstance(values, dict):
-            raise SystemExit(f"error: --config {config_file}: expected a JSON object")
+        values = read_json_object(config_file, "--config")
         values = values.get("config", values) if "config" in values and isinstance(values["config"], dict) else values
     values.update(args)
     try:
