@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import get_last_checkpoint
 
 from . import losses as L
 from .config import TrainConfig
@@ -211,6 +210,17 @@ def _training_args(config: TrainConfig, has_valid: bool, primary: str) -> Traini
     )
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint-N under folder that finished writing, or None.
+
+    A process killed while saving leaves a checkpoint folder without
+    trainer_state.json (HF writes it last); resuming from it would crash, so skip it.
+    """
+    done = [p for p in folder.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
 def _checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
     # transformers 5.x renamed gradient_checkpointing; only pass it when on to avoid the deprecation noise.
     if not enabled:
@@ -253,7 +263,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     # 3. Before: score the starting model once (kept across resumes).
     resume = config.resume_from_checkpoint
     if resume == "last":
-        resume = get_last_checkpoint(str(save_dir / "checkpoints")) if (save_dir / "checkpoints").is_dir() else None
+        resume = last_complete_checkpoint(save_dir / "checkpoints")
     metrics: dict[str, float] = {}
     before_file = save_dir / "checkpoints" / BEFORE_FILE
     if _is_main_process():

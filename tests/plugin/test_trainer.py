@@ -114,3 +114,15 @@ def test_cli_angle_trainer_flags(tiny_bert, data_b, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "plugin.train", "--train_name_or_path", "x.jsonl", "--ibn_w", "-1"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "ibn_w: Input should be greater than or equal to 0" in bad.stderr
+
+
+def test_last_complete_checkpoint_skips_half_written(tmp_path):
+    from plugin.trainer import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step, complete in ((2, True), (4, True), (6, False)):  # 6: killed mid-save
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
