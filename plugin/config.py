@@ -165,6 +165,93 @@ class TrainConfig(BaseModel):
     teacher_pooling_strategy: PoolingStrategy | None = Field(
         None, description="Teacher pooling; None uses pooling_strategy.", json_schema_extra={"group": "Losses"}
     )
+    kd_w: Weight = Field(
+        0.0,
+        description="Weight of KL distillation toward teacher scores stored in the data "
+        "(FlagEmbedding's pos_scores/neg_scores columns, format C).",
+        json_schema_extra={"group": "Losses"},
+    )
+    kd_temperature: Temperature = Field(
+        1.0, description="Teacher scores are divided by this before their softmax.", json_schema_extra={"group": "Losses"}
+    )
+    train_group_size: int = Field(
+        2, ge=2,
+        description="Format C: documents per query, 1 positive + (train_group_size - 1) negatives sampled "
+        "each epoch from list-valued negatives (FlagEmbedding's name).",
+        json_schema_extra={"group": "Data"},
+    )
+
+    # ---------------------------------------------------------- LLM & LoRA
+    is_llm: bool = Field(
+        False,
+        description="Decoder-only backbone (Llama, Qwen2, Mistral...): EOS appended to each text, "
+        "last-token pooling, correct under left or right padding.",
+        json_schema_extra={"group": "LLM & LoRA"},
+    )
+    apply_lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.",
+                             json_schema_extra={"group": "LLM & LoRA"})
+    lora_r: int = Field(32, ge=1, description="LoRA rank.", json_schema_extra={"group": "LLM & LoRA"})
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).",
+                            json_schema_extra={"group": "LLM & LoRA"})
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.",
+                                json_schema_extra={"group": "LLM & LoRA"})
+    lora_target_modules: list[str] | None = Field(
+        None, description='Module names to adapt, e.g. "q_proj,v_proj"; None: peft\'s default for the architecture.',
+        json_schema_extra={"group": "LLM & LoRA"},
+    )
+    pretrained_lora_path: str | None = Field(
+        None, description="An adapter folder to continue training from.", json_schema_extra={"group": "LLM & LoRA"}
+    )
+    merge_lora: bool = Field(
+        False, description="Also save the model with the adapter merged into its weights (save_dir/merged).",
+        json_schema_extra={"group": "LLM & LoRA"},
+    )
+    load_kbit: Literal[4, 8, 16] = Field(
+        16, description="Load the backbone quantized to 4 or 8 bits (needs CUDA and bitsandbytes); 16: no quantization.",
+        json_schema_extra={"group": "LLM & LoRA"},
+    )
+    apply_billm: bool = Field(
+        False, description="BiLLM: make the decoder's attention bidirectional (Llama, Qwen2, Mistral families).",
+        json_schema_extra={"group": "LLM & LoRA"},
+    )
+    billm_model_class: Literal["LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"] | None = Field(
+        None, description="Architecture for BiLLM; None reads it from the model's config.",
+        json_schema_extra={"group": "LLM & LoRA"},
+    )
+
+    # ------------------------------------------------- matryoshka & espresso
+    matryoshka_dims: list[int] | None = Field(
+        None,
+        description='Matryoshka: the AnglE losses at every prefix of the embedding, e.g. "384,256,128,64" '
+        "(strictly descending, each <= the hidden size).",
+        json_schema_extra={"group": "Matryoshka & Espresso"},
+    )
+    matryoshka_weights: list[float] | None = Field(
+        None, description="One weight per matryoshka dim; None: all 1.", json_schema_extra={"group": "Matryoshka & Espresso"}
+    )
+    adaptive_layers: bool = Field(
+        False,
+        description="AdaptiveLayer: also apply the losses to shallower layers' pooled states "
+        "(with matryoshka_dims: Matryoshka2d).",
+        json_schema_extra={"group": "Matryoshka & Espresso"},
+    )
+    adaptive_n_layers_per_step: int = Field(
+        1, ge=1, description="Shallower layers sampled per step.", json_schema_extra={"group": "Matryoshka & Espresso"}
+    )
+    adaptive_last_layer_weight: Weight = Field(1.0, json_schema_extra={"group": "Matryoshka & Espresso"})
+    adaptive_prior_layers_weight: Weight = Field(1.0, json_schema_extra={"group": "Matryoshka & Espresso"})
+    adaptive_kl_div_weight: Weight = Field(1.0, json_schema_extra={"group": "Matryoshka & Espresso"})
+    adaptive_kl_temperature: Temperature = Field(0.3, json_schema_extra={"group": "Matryoshka & Espresso"})
+    apply_ese: bool = Field(
+        False, description="Espresso (2D-Matryoshka of angle-emb): learn a compressed leading slice and shallow layers.",
+        json_schema_extra={"group": "Matryoshka & Espresso"},
+    )
+    ese_compression_size: int = Field(
+        128, ge=1, description="Espresso: size of the compressed leading slice.",
+        json_schema_extra={"group": "Matryoshka & Espresso"},
+    )
+    ese_kl_temperature: Temperature = Field(1.0, description="Espresso: temperature of its KL term.",
+                                            json_schema_extra={"group": "Matryoshka & Espresso"})
 
     # ------------------------------------------------------------- training
     save_dir: str = Field("runs/angle-model", description="Output folder: model, checkpoints, metrics, card.",
@@ -203,6 +290,20 @@ class TrainConfig(BaseModel):
     bf16: bool = Field(False, description="bf16 mixed precision (GPU, or CPUs with AVX512-BF16/AMX).",
                        json_schema_extra={"group": "Training"})
     gradient_checkpointing: bool = Field(False, json_schema_extra={"group": "Training"})
+    gradient_checkpointing_use_reentrant: bool = Field(
+        False, description="torch.utils.checkpoint use_reentrant (False is the safe choice with LoRA).",
+        json_schema_extra={"group": "Training"},
+    )
+    mini_batch_size: int | None = Field(
+        None, ge=1,
+        description="GradCache: compute each batch in chunks of this size with the full batch's gradients "
+        "(big in-batch-negative batches in little memory). None: no chunking.",
+        json_schema_extra={"group": "Training"},
+    )
+    negatives_cross_device: bool = Field(
+        True, description="With several processes, in-batch negatives come from every process's batch.",
+        json_schema_extra={"group": "Training"},
+    )
     resume_from_checkpoint: str | None = Field(
         None, description='A checkpoint folder, or "last" for the newest one under save_dir/checkpoints.',
         json_schema_extra={"group": "Training"},
@@ -235,6 +336,25 @@ class TrainConfig(BaseModel):
             return [v.strip() for v in value.split(",") if v.strip()] or ["none"]
         return value
 
+    @field_validator("lora_target_modules", "matryoshka_dims", "matryoshka_weights", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # Host forms and CLI flags send lists as "768,512"; empty means unset.
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()] or None
+        return value
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _dims_descending(cls, value: list[int] | None) -> list[int] | None:
+        if not value:
+            return None
+        if any(d < 1 for d in value):
+            raise ValueError(f"matryoshka_dims must be positive, got {value}")
+        if any(a <= b for a, b in zip(value, value[1:])):
+            raise ValueError(f"matryoshka_dims must be strictly descending, got {value}")
+        return value
+
     @field_validator("text_prompt", "query_prompt", "doc_prompt")
     @classmethod
     def _prompt_has_placeholder(cls, value: str | None, info: Any) -> str | None:
@@ -246,8 +366,17 @@ class TrainConfig(BaseModel):
     def _check_combinations(self) -> TrainConfig:
         if self.fp16 and self.bf16:
             raise ValueError("fp16 and bf16 cannot both be set: choose one precision")
-        if self.cosine_w + self.ibn_w + self.cln_w + self.angle_w + self.distill_w == 0:
-            raise ValueError("all loss weights are 0: set at least one of cosine_w, ibn_w, cln_w, angle_w, distill_w")
+        if self.cosine_w + self.ibn_w + self.cln_w + self.angle_w + self.distill_w + self.kd_w == 0:
+            raise ValueError("all loss weights are 0: set at least one of cosine_w, ibn_w, cln_w, angle_w, distill_w, kd_w")
+        if self.matryoshka_weights is not None and (
+                self.matryoshka_dims is None or len(self.matryoshka_weights) != len(self.matryoshka_dims)):
+            raise ValueError("matryoshka_weights needs one weight per entry of matryoshka_dims")
+        if self.apply_billm and not self.is_llm:
+            raise ValueError("apply_billm needs is_llm: BiLLM applies to decoder-only backbones")
+        if self.mini_batch_size is not None and self.mini_batch_size > self.batch_size:
+            raise ValueError(f"mini_batch_size ({self.mini_batch_size}) must not exceed batch_size ({self.batch_size})")
+        if (self.pretrained_lora_path or self.merge_lora) and not self.apply_lora:
+            raise ValueError("pretrained_lora_path and merge_lora need apply_lora")
         return self
 
     # -------------------------------------------------------------- helpers

@@ -26,7 +26,7 @@ from .config import TrainConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INDEX_JSON = REPO_ROOT / "index.json"
 
-GROUPS = ["Data", "Model & pooling", "Losses", "Training", "Logging"]  # form order
+GROUPS = ["Data", "Model & pooling", "Losses", "LLM & LoRA", "Matryoshka & Espresso", "Training", "Logging"]  # form order
 MODEL_ARCHITECTURES = ["BertModel", "XLMRobertaModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"]
 SCHEMA_KEYS = ("enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
 TRUE = {"true", "1", "yes", "on"}
