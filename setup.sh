@@ -14,6 +14,19 @@ pip install -q --upgrade pip >/dev/null
 # torch first and pinned: an unpinned torch pulls the CUDA build.
 pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 pip install -q -e ".[dev]"
+# The lab page's browser tests drive Debian's chromium with the playwright package (in .[dev]);
+# `playwright install` would download browsers and is never run. Without chromium those tests skip.
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+      || echo "note: could not install chromium with apt-get: the lab page's browser tests will skip"
+  else
+    echo "note: /usr/bin/chromium is missing and apt-get needs root: the lab page's browser tests will skip" \
+         "(as root: apt-get install chromium chromium-driver)"
+  fi
+fi
 python - <<'PY'
 import torch, transformers, sentence_transformers, accelerate, peft
 print(f"setup ok: torch {torch.__version__}, transformers {transformers.__version__}, "

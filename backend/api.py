@@ -5,8 +5,8 @@
 
 Routes: POST/GET /jobs, GET/DELETE /jobs/{id}, POST /jobs/{id}/stop|retry, GET /jobs/{id}/events (SSE),
 /logs, /artifacts, /artifacts/{path}, /artifacts.zip; POST/GET /templates, POST /templates/{id}/queue;
-GET /plugin (index.json), GET /health. Every 4xx is application/problem+json with one
-{field, message} per problem. OpenAPI at /openapi.json, docs at /docs.
+GET /plugin (index.json), GET /health, and the lab page at / (backend/ui.py). Every 4xx is
+application/problem+json with one {field, message} per problem. OpenAPI at /openapi.json, docs at /docs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend import jobs, templates
+from backend import jobs, templates, ui
 from backend.db import get_engine, init_db
 from backend.models import (
     FINAL,
@@ -115,7 +115,8 @@ class _TooLarge(HTTPException):
 
 
 class Guard:
-    """Bearer token on every route but /health, and the body size limit (Content-Length or counted)."""
+    """Bearer token on every route but /health and the lab page (ui.is_public), and the body size limit
+    (Content-Length or counted)."""
 
     def __init__(self, app: ASGIApp, token: str | None, max_body: int) -> None:
         self.app, self.token, self.max_body = app, token, max_body
@@ -125,7 +126,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.token and scope.get("path") != "/health":
+        if self.token and not ui.is_public(scope.get("path", "")):
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), self.token.encode()):
                 await problem(401, "missing or wrong bearer token (Authorization: Bearer <ANGLE_LAB_API_TOKEN>)",
@@ -589,6 +590,7 @@ def create_app(settings: Settings | None = None, db_url: str | None = None, run_
     app.state.engine, app.state.settings, app.state.worker_thread = engine, settings, None
     app.include_router(router)
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["meta"], name="health")
+    ui.mount(app)
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
