@@ -167,7 +167,10 @@ def cmd_train_job(args: argparse.Namespace) -> int:
     from backend.trainjob import train_job
 
     _logging(args.verbose)
-    db = args.db or os.environ.get("ANGLE_LAB_DATABASE_URL") or _settings().db_url
+    settings = _settings()
+    if settings.train_nice:
+        os.nice(settings.train_nice)  # every rank: the API's requests go first, training takes what is left
+    db = args.db or os.environ.get("ANGLE_LAB_DATABASE_URL") or settings.db_url
     return train_job(args.job_id, db, PROCESS_STARTED_AT)
 
 

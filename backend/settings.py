@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         True, description="The worker keeps an `accelerate launch` process imported and waiting (about 2 s less "
         "from QUEUED to training, for ~0.3 GB of memory while idle).",
     )
+    train_nice: int = Field(
+        10, ge=0, le=19, description="Niceness of every training process: training is background work, so the "
+        "API and the worker keep answering promptly while it uses every core (no effect on an idle machine).",
+    )
     kill_grace_s: float = Field(15.0, ge=0, description="After SIGTERM, seconds before SIGKILL goes to the process group.")
     api_token: str | None = Field(
         None, description="Bearer token the HTTP API requires on every route but /health; None: no token "
