@@ -174,7 +174,10 @@ class JobProgressCallback(TrainerCallback):
             if key in logs:
                 self._pending[name] = logs[key]
         if "loss" in logs:
-            self._append.setdefault("loss_history", []).append({"step": state.global_step, "loss": logs["loss"]})
+            entry = {"step": state.global_step, "loss": logs["loss"]}
+            if "learning_rate" in logs:  # the lab page charts both from this one history
+                entry["learning_rate"] = logs["learning_rate"]
+            self._append.setdefault("loss_history", []).append(entry)
         evals = {k: v for k, v in logs.items() if k.startswith("eval_")}
         if evals:
             self._pending["eval"] = evals
