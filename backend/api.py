@@ -50,6 +50,7 @@ from backend.models import (
 )
 from backend.settings import Settings, get_settings
 from plugin.config import error_list
+from plugin.modifiers import preflight
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ def check_paths(spec: JobCreate) -> None:
         errors.append({"field": "config.resume_from_checkpoint", "message": f"no such checkpoint folder: {resume!r}"})
     if spec.launch.config_file and not Path(spec.launch.config_file).expanduser().is_file():
         errors.append({"field": "launch.config_file", "message": f"no such file: {spec.launch.config_file!r}"})
+    if not errors:  # matryoshka_dims / ese_compression_size vs the model's size (reads only its config.json)
+        errors += [{"field": f"config.{field}", "message": msg} for field, msg in preflight(c)]
     if errors:
         raise Problem(422, "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors)
 

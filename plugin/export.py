@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .evaluate import split_metric_key
 from .model import CONFIG_FILE, AnglEModel
+from .modifiers import describe_modifiers
 
 # Our pooling -> sentence-transformers Pooling flags. cls_avg has no ST
 # equivalent (ST concatenates modes, it does not average them).
@@ -89,6 +91,8 @@ def save_model(model: AnglEModel, tokenizer: Any, config: TrainConfig, save_dir:
         "prompts": prompts,
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
+        # Full size by default; the trained Matryoshka sizes are listed for users (ST ignores the key).
+        **({"truncate_dim": None, "matryoshka_dims": config.matryoshka_dims} if config.matryoshka_dims else {}),
     })
     return warnings
 
@@ -96,6 +100,43 @@ def save_model(model: AnglEModel, tokenizer: Any, config: TrainConfig, save_dir:
 def _fmt(value: float) -> str:
     return f"{100 * value:.2f}"
 
+
+def _variant_of(key: str) -> str:
+    """The dim/layer variant of "test_spearman@256" ("256"), "" for a full-size metric."""
+    return split_metric_key(key.split("_", 1)[-1])[1]
+
+
+def variants_table(config: TrainConfig, metrics: dict[str, float]) -> list[str]:
+    """Markdown: each metric (x100) before/after at full size, at each Matryoshka dim and each layer."""
+    keys = {k.split("/", 1)[1] for k in metrics if k.startswith(("before/", "after/"))}
+    found = {_variant_of(k) for k in keys} - {""}
+    variants = (sorted((v for v in found if v[0] != "L"), key=int, reverse=True)  # dims, widest first
+                + sorted((v for v in found if v[0] == "L"), key=lambda v: int(v[1:])))  # then layers 1, 2, ...
+    if not variants:
+        return []
+    bases = sorted({k for k in keys if not _variant_of(k)})
+    head = ["full", *[f"layer {v[1:]}" if v.startswith("L") else f"{v} dims" for v in variants]]
+    rows = []
+    for base in bases:
+        split, name = base.split("_", 1) if "_" in base else ("", base)
+        for stage in ("before", "after"):
+            cells = [metrics.get(f"{stage}/{base}"), *[metrics.get(f"{stage}/{split}_{name}@{v}") for v in variants]]
+            if any(c is not None for c in cells):
+                rows.append(f"| {base} {stage} | " + " | ".join(_fmt(c) if c is not None else "-" for c in cells) + " |")
+    dims = config.matryoshka_dims or ([config.ese_compression_size] if config.apply_ese else [])
+    use = (f"Use a smaller size with `SentenceTransformer(path, truncate_dim={dims[-1]})` or "
+           f"`plugin.load(path, truncate_dim={dims[-1]})` (first dims, renormalized). " if dims else "")
+    return [
+        "## Metrics by embedding size and layer (x100)",
+        f"{use}Trained sizes: {dims or 'full only'}"
+        + (f"; shallow layers trained ({'Espresso' if config.apply_ese else 'AdaptiveLayer'})."
+           if config.adaptive_layers or config.apply_ese else "."),
+        "",
+        "| metric | " + " | ".join(head) + " |",
+        "| --- | " + " | ".join("---" for _ in head) + " |",
+        *rows,
+        "",
+    ]
 
 def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dict[str, float],
                global_step: int) -> str:
@@ -106,7 +147,8 @@ def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dic
         ("angle", config.angle_w, config.angle_tau), ("distillation", config.distill_w, config.distill_tau),
     ) if w > 0]
     rows = []
-    keys = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("before/", "after/"))})
+    keys = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("before/", "after/"))
+                   and not _variant_of(k.split("/", 1)[1])})  # per-dim/layer metrics: their own table
     for key in keys:
         before, after = metrics.get(f"before/{key}"), metrics.get(f"after/{key}")
         rows.append(f"| {key} | {_fmt(before) if before is not None else '-'} | {_fmt(after) if after is not None else '-'} |")
@@ -132,6 +174,7 @@ def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dic
         "",
         "## Losses",
         *[f"- {line}" for line in losses],
+        *[f"- {line}" for line in describe_modifiers(config)],
         "",
         "## Hyperparameters",
         "| parameter | value |",
@@ -144,4 +187,5 @@ def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dic
         "| --- | --- | --- |",
         *rows,
         "",
+        *variants_table(config, metrics),
     ])

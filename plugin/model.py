@@ -35,13 +35,23 @@ class AnglEModel(nn.Module):
         self.backbone = backbone
         self.pooling_strategy = pooling_strategy
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False,
+                **_: Any) -> torch.Tensor:
+        """(N, H); with all_layers, (L, N, H): layers 1..L pooled, [-1] the usual output (AdaptiveLayer, Espresso)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            **({"output_hidden_states": True} if all_layers else {}))
+        if all_layers:  # hidden_states[0] is the embedding layer; the last is taken as last_hidden_state
+            states = [*out.hidden_states[1:-1], out.last_hidden_state]
+            return torch.stack([pool(h, attention_mask, self.pooling_strategy) for h in states])
         return pool(out.last_hidden_state, attention_mask, self.pooling_strategy)
 
     @property
     def hidden_size(self) -> int:
         return int(self.backbone.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.backbone.config.num_hidden_layers)
 
 
 def load_tokenizer(name_or_path: str, padding_side: str | None = None) -> Any:
@@ -68,8 +78,9 @@ class Encoder:
     """Embeds texts with an AnglEModel: length-sorted batches, results in input order."""
 
     def __init__(self, model: AnglEModel, tokenizer: Any, maxlen: int = 512, normalize: bool = True,
-                 prompts: dict[str, str | None] | None = None):
+                 prompts: dict[str, str | None] | None = None, truncate_dim: int | None = None):
         self.model = model
+        self.truncate_dim = truncate_dim  # default `dim` of encode (Matryoshka models)
         self.tokenizer = tokenizer
         self.maxlen = maxlen
         self.normalize = normalize
@@ -96,12 +107,16 @@ class Encoder:
         show_progress_bar: bool | None = None,
         precision: str = "fp32",
         convert_to_numpy: bool = True,
+        dim: int | None = None,
+        all_layers: bool = False,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts; returns (N, H) in input order.
 
         prompt: a template with {text} or the name of a saved prompt ("text",
         "query", "document"). precision "bf16" runs the backbone under bf16
-        autocast (fast on CPUs with AVX512-BF16/AMX and on GPUs).
+        autocast (fast on CPUs with AVX512-BF16/AMX and on GPUs). dim: keep the
+        first dim values (Matryoshka), normalized after truncating; default
+        truncate_dim. all_layers: (L, N, dim), every layer's pooled state.
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -113,11 +128,15 @@ class Encoder:
         if template:
             texts = [apply_prompt(t, template) for t in texts]
         normalize = self.normalize if normalize is None else normalize
+        dim = self.truncate_dim if dim is None else dim
+        if dim is not None and not 1 <= dim <= self.model.hidden_size:
+            raise ValueError(f"dim must be between 1 and the hidden size {self.model.hidden_size}, got {dim}")
+        width = dim or self.model.hidden_size
         was_training = self.model.training
         self.model.eval()
         ids = self.tokenizer(texts, truncation=True, max_length=self.maxlen)["input_ids"] if texts else []
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        out = torch.empty((len(texts), self.model.hidden_size), dtype=torch.float32)
+        out = torch.empty((*([self.model.num_layers] if all_layers else []), len(texts), width), dtype=torch.float32)
         side = getattr(self.tokenizer, "padding_side", "right")
         dev = self.device
         autocast = (
@@ -129,18 +148,22 @@ class Encoder:
             for start in tqdm(range(0, len(order), batch_size), disable=not show, desc="encode", unit="batch"):
                 chunk = order[start: start + batch_size]
                 batch = pad_sequences([ids[i] for i in chunk], self.tokenizer.pad_token_id, side)
-                emb = self.model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev)).float()
+                emb = self.model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
+                                 all_layers=all_layers).float()[..., :width]
                 if normalize:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
-                out[chunk] = emb.cpu()
+                out[..., chunk, :] = emb.cpu()
         self.model.train(was_training)
         if single:
-            out = out[0]
+            out = out[..., 0, :]
         return out.numpy() if convert_to_numpy else out
 
 
-def load(path: str, device: str | None = None) -> Encoder:
-    """Load a model saved by `train` (or any AutoModel folder/hub name, mean-pooled)."""
+def load(path: str, device: str | None = None, truncate_dim: int | None = None) -> Encoder:
+    """Load a model saved by `train` (or any AutoModel folder/hub name, mean-pooled).
+
+    truncate_dim: encode() keeps the first truncate_dim values (a Matryoshka model's smaller size).
+    """
     folder = Path(resolve_model_path(path))
     cfg: dict[str, Any] = {}
     if (folder / CONFIG_FILE).is_file():
@@ -151,4 +174,4 @@ def load(path: str, device: str | None = None) -> Encoder:
         model.to(device)
     prompts = {"text": cfg.get("text_prompt"), "query": cfg.get("query_prompt"), "document": cfg.get("doc_prompt")}
     return Encoder(model, tokenizer, maxlen=cfg.get("maxlen", 512),
-                   normalize=cfg.get("normalize_embeddings", True), prompts=prompts)
+                   normalize=cfg.get("normalize_embeddings", True), prompts=prompts, truncate_dim=truncate_dim)

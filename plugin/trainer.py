@@ -30,6 +30,7 @@ from .evaluate import PRIMARY_METRIC, evaluate
 from .export import model_card, save_model, write_json
 from .memory import limit_heap_growth
 from .model import AnglEModel, Encoder, load_backbone, load_tokenizer
+from .modifiers import check_model_fit, eval_variants, needs_all_layers, total_loss
 
 log = logging.getLogger("angle_lab")
 BEFORE_FILE = "before_metrics.json"
@@ -122,12 +123,15 @@ class AnglETrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `model` is the accelerate/DDP-wrapped module: calling it is what syncs gradients.
-        emb = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        # AdaptiveLayer/Espresso read every layer: out is (L, N, H) then, its last row the usual output.
+        all_layers = needs_all_layers(self.angle_config)
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], all_layers=all_layers)
+        emb = out[-1] if all_layers else out
         teacher = None
         if self.teacher_embeddings is not None:
             teacher = self.teacher_embeddings[inputs["text_idx"].cpu()].to(emb.device)
-        loss, _ = objective(emb, self.data_format, self.angle_config, inputs.get("labels"),
-                            self.positive_label, teacher)
+        loss, _ = total_loss(out, self.data_format, self.angle_config, inputs.get("labels"),
+                             self.positive_label, teacher)
         return (loss, {"embeddings": emb}) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
@@ -249,6 +253,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     tokenizer = load_tokenizer(config.tokenizer_name_or_path or config.model_name_or_path,
                                config.tokenizer_padding_side)
     model = AnglEModel(load_backbone(config.model_name_or_path, config.torch_dtype), config.pooling_strategy)
+    check_model_fit(config, model.hidden_size, model.num_layers)  # e.g. matryoshka_dims above the hidden size
     if config.angle_w and model.hidden_size % 2:
         raise ValueError(f"angle_w > 0 needs an even hidden size; the model has {model.hidden_size}")
     if torch.cuda.is_available():
@@ -257,8 +262,10 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     precision = "bf16" if config.bf16 else ("fp16" if config.fp16 else "fp32")
     dataset = PairDataset(train_ex, tokenizer, config.maxlen, prompts, config.effective_dataset_seed)
 
+    dims, layers = eval_variants(config, model.num_layers)  # per-dim / per-layer metrics for the modifiers
+
     def score(ex: Examples | None) -> dict[str, float]:
-        return evaluate(encoder, ex, prompts, config.eval_batch_size) if ex is not None else {}
+        return evaluate(encoder, ex, prompts, config.eval_batch_size, dims, layers) if ex is not None else {}
 
     # 3. Before: score the starting model once (kept across resumes).
     resume = config.resume_from_checkpoint

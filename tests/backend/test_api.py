@@ -247,6 +247,10 @@ BAD = [
     ("unknown-reporter", "POST", "/jobs", _cfg(report_to=["mlflow"]), 422, "config.report_to.0"),
     ("bad-rename-mapping", "POST", "/jobs", _cfg(column_rename_mapping="a-b"), 422, "config.column_rename_mapping"),
     ("maxlen-too-small", "POST", "/jobs", _cfg(maxlen=4), 422, "config.maxlen"),
+    # The tiny model is 32 wide: checked against its config.json before a row is written.
+    ("matryoshka-above-hidden", "POST", "/jobs", _cfg(matryoshka_dims=[64, 16]), 422, "config.matryoshka_dims"),
+    ("ese-above-hidden", "POST", "/jobs", _cfg(apply_ese=True, ese_compression_size=48), 422,
+     "config.ese_compression_size"),
     ("missing-train-data", "POST", "/jobs", _cfg(train_name_or_path=None), 422, "config.train_name_or_path"),
     ("empty-train-data", "POST", "/jobs", _cfg(train_name_or_path=""), 422, "config.train_name_or_path"),
     ("missing-data-file", "POST", "/jobs", _cfg(train_name_or_path="/nonexistent/a.jsonl"), 422,
