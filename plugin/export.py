@@ -2,6 +2,8 @@
 
 save_dir/
   config.json, model.safetensors, tokenizer*   the backbone (AutoModel) and tokenizer
+  adapter_config.json, adapter_model.safetensors  instead of the backbone with apply_lora (on the base model)
+  merged/                                      merge_lora: a full folder with the adapter merged in
   modules.json, sentence_bert_config.json      sentence-transformers: Transformer ->
   1_Pooling/config.json, 2_Normalize/          Pooling (ours mapped) -> Normalize (if chosen)
   config_sentence_transformers.json            prompts, cosine similarity
@@ -17,6 +19,7 @@ from typing import Any
 
 from .config import TrainConfig
 from .evaluate import split_metric_key
+from .llm import export_warnings, save_merged
 from .model import CONFIG_FILE, AnglEModel
 from .modifiers import describe_modifiers
 
@@ -64,7 +67,9 @@ def save_model(model: AnglEModel, tokenizer: Any, config: TrainConfig, save_dir:
     model.backbone.save_pretrained(out)
     tokenizer.save_pretrained(out)
     write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
-    warnings = []
+    warnings = export_warnings(config)
+    if config.apply_lora and config.merge_lora:  # rebuilt from the adapter just saved above
+        warnings += save_merged(model, tokenizer, config, out)
     if config.pooling_strategy not in ST_POOLING:
         warnings.append(
             f"pooling_strategy {config.pooling_strategy!r} has no sentence-transformers equivalent: "

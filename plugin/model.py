@@ -54,24 +54,36 @@ class AnglEModel(nn.Module):
         return int(self.backbone.config.num_hidden_layers)
 
 
-def load_tokenizer(name_or_path: str, padding_side: str | None = None) -> Any:
+def _resolve(name_or_path: str) -> str:
+    # Offline copies: MiniLM's package (config.py), GGUF files and SmolLM2's package (llm.py).
+    from .llm import resolve_llm_path
+
+    return resolve_llm_path(resolve_model_path(name_or_path))
+
+
+def load_tokenizer(name_or_path: str, padding_side: str | None = None, append_eos: bool = False) -> Any:
+    """append_eos (is_llm): the tokenizer itself appends EOS to every text (see llm.ensure_eos)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    tok = AutoTokenizer.from_pretrained(_resolve(name_or_path))
     if padding_side:
         tok.padding_side = padding_side
     if tok.pad_token_id is None:  # decoders ship without a pad token
         tok.pad_token = tok.eos_token or tok.unk_token
+    if append_eos:
+        from .llm import ensure_eos
+
+        ensure_eos(tok)
     return tok
 
 
-def load_backbone(name_or_path: str, torch_dtype: str | None = None) -> nn.Module:
+def load_backbone(name_or_path: str, torch_dtype: str | None = None, **kwargs: Any) -> nn.Module:
+    """AutoModel (the base model, no LM head); kwargs go to from_pretrained (e.g. quantization)."""
     from transformers import AutoModel
 
-    kwargs: dict[str, Any] = {}
     if torch_dtype:
         kwargs["dtype"] = _DTYPES[torch_dtype]
-    return AutoModel.from_pretrained(resolve_model_path(name_or_path), **kwargs)
+    return AutoModel.from_pretrained(_resolve(name_or_path), **kwargs)
 
 
 class Encoder:
@@ -168,8 +180,10 @@ def load(path: str, device: str | None = None, truncate_dim: int | None = None) 
     cfg: dict[str, Any] = {}
     if (folder / CONFIG_FILE).is_file():
         cfg = json.loads((folder / CONFIG_FILE).read_text())
-    tokenizer = load_tokenizer(str(folder), cfg.get("tokenizer_padding_side"))
-    model = AnglEModel(load_backbone(str(folder)), cfg.get("pooling_strategy", "mean"))
+    tokenizer = load_tokenizer(str(folder), cfg.get("tokenizer_padding_side"), append_eos=cfg.get("is_llm", False))
+    from .llm import load_saved_backbone  # a LoRA adapter goes back on its base; BiLLM is re-applied
+
+    model = AnglEModel(load_saved_backbone(folder, cfg), cfg.get("pooling_strategy", "mean"))
     if device:
         model.to(device)
     prompts = {"text": cfg.get("text_prompt"), "query": cfg.get("query_prompt"), "document": cfg.get("doc_prompt")}

@@ -28,8 +28,9 @@ from .config import TrainConfig
 from .data import Collator, Examples, PairDataset, column_prompts, load_examples, positive_threshold
 from .evaluate import PRIMARY_METRIC, evaluate
 from .export import model_card, save_model, write_json
+from .llm import build_backbone
 from .memory import limit_heap_growth
-from .model import AnglEModel, Encoder, load_backbone, load_tokenizer
+from .model import AnglEModel, Encoder, load_tokenizer
 from .modifiers import check_model_fit, eval_variants, needs_all_layers, total_loss
 
 log = logging.getLogger("angle_lab")
@@ -204,7 +205,6 @@ def _training_args(config: TrainConfig, has_valid: bool, primary: str) -> Traini
         fp16=config.fp16,
         bf16=config.bf16,
         use_cpu=not torch.cuda.is_available(),
-        **_checkpointing_kwargs(config.gradient_checkpointing),
         report_to=config.reporters or "none",
         seed=config.seed,
         remove_unused_columns=False,
@@ -225,14 +225,6 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def _checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
-    # transformers 5.x renamed gradient_checkpointing; only pass it when on to avoid the deprecation noise.
-    if not enabled:
-        return {}
-    fields = TrainingArguments.__dataclass_fields__
-    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": True}
-
-
 def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Train, evaluate before/after, and save a sentence-transformers model to config.save_dir."""
     from transformers import set_seed
@@ -251,12 +243,14 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     # 2. Model.
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.tokenizer_name_or_path or config.model_name_or_path,
-                               config.tokenizer_padding_side)
-    model = AnglEModel(load_backbone(config.model_name_or_path, config.torch_dtype), config.pooling_strategy)
+                               config.tokenizer_padding_side, append_eos=config.is_llm)
+    # LoRA, BiLLM, k-bit and gradient checkpointing are set up on the backbone (plugin/llm.py): the HF
+    # Trainer would call gradient_checkpointing_enable on our wrapper, which is not a PreTrainedModel.
+    model = AnglEModel(build_backbone(config), config.pooling_strategy)
     check_model_fit(config, model.hidden_size, model.num_layers)  # e.g. matryoshka_dims above the hidden size
     if config.angle_w and model.hidden_size % 2:
         raise ValueError(f"angle_w > 0 needs an even hidden size; the model has {model.hidden_size}")
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and config.load_kbit == 16:  # k-bit weights were placed on the GPU at load
         model.cuda()
     encoder = Encoder(model, tokenizer, config.maxlen, normalize=True)
     precision = "bf16" if config.bf16 else ("fp16" if config.fp16 else "fp32")
