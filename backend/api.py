@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -44,6 +44,7 @@ from backend.models import (
     JobList,
     JobPublic,
     JobStatus,
+    JobSummary,
     TemplateCreate,
     TemplatePublic,
     TemplateQueue,
@@ -338,16 +339,19 @@ def create_job(spec: JobCreate, response: Response, engine: EngineDep, settings:
 
 @router.get("/jobs", response_model=JobList, tags=["jobs"])
 def list_jobs(engine: EngineDep, status: JobStatus | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
-    """Jobs newest first, optionally only one status."""
-    items = jobs.list_jobs(engine, status, limit, offset)
-    return JobList(items=[JobPublic.model_validate(j) for j in items], total=jobs.count_jobs(engine, status),
-                   limit=limit, offset=offset)
+              offset: Annotated[int, Query(ge=0)] = 0, view: Literal["summary", "full"] = "summary") -> Response:
+    """Jobs newest first, optionally only one status; `view=full` returns whole rows."""
+    rows = jobs.list_jobs(engine, status, limit, offset)
+    items = [JobPublic.model_validate(j) for j in rows] if view == "full" else [JobSummary.of(j) for j in rows]
+    page = JobList(items=items, total=jobs.count_jobs(engine, status), limit=limit, offset=offset)
+    # Serialized here, once: a returned model would be validated and encoded a second time (polled route).
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
-def get_job(job_id: int, session: SessionDep) -> Job:
-    return _job(session, job_id)
+def get_job(job_id: int, session: SessionDep) -> Response:
+    # Serialized once, here: the most polled route skips FastAPI's second validation pass.
+    return Response(JobPublic.model_validate(_job(session, job_id)).model_dump_json(), media_type="application/json")
 
 
 @router.post("/jobs/{job_id}/stop", status_code=202, response_model=JobPublic, tags=["jobs"])

@@ -113,10 +113,47 @@ class JobPublic(SQLModel):
     attempt: int
 
 
-class JobList(SQLModel):
-    """One page of jobs, newest first; `total` counts every job matching the filter."""
+# What a list row keeps of the config: enough to tell jobs apart in a table.
+SUMMARY_CONFIG_KEYS = ("model_name_or_path", "train_name_or_path", "save_dir")
 
-    items: list[JobPublic]
+
+class JobSummary(SQLModel):
+    """A job in a list: the full row minus its config and job_data's histories.
+
+    Lists are what dashboards poll; a full row carries ~80 config values and
+    every logged loss, which would make each poll cost kilobytes per job.
+    """
+
+    id: int
+    type: str
+    status: JobStatus
+    progress: int
+    config: dict[str, Any]  # SUMMARY_CONFIG_KEYS only
+    job_data: dict[str, Any]  # scalar entries only (step, loss, eta, error...)
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    attempt: int
+
+    @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        return cls(
+            id=job.id or 0, type=job.type, status=job.status, progress=job.progress,
+            config={k: job.config[k] for k in SUMMARY_CONFIG_KEYS if k in job.config},
+            job_data={k: v for k, v in job.job_data.items() if not isinstance(v, dict | list)},
+            created_at=job.created_at, started_at=job.started_at, updated_at=job.updated_at,
+            finished_at=job.finished_at, attempt=job.attempt,
+        )
+
+
+class JobList(SQLModel):
+    """One page of jobs, newest first; `total` counts every job matching the filter.
+
+    Items are JobSummary rows, or full JobPublic rows with `view=full`.
+    """
+
+    items: list[JobSummary] | list[JobPublic]
     total: int
     limit: int
     offset: int

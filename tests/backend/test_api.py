@@ -355,6 +355,13 @@ def test_job_lifecycle_without_worker(api: Server, config: dict[str, Any], fixtu
     assert retried.status_code == 202 and retried.json()["status"] == "QUEUED"
     assert retried.headers["location"] == f"/jobs/{jid}"
     assert retried.json()["job_data"]["retries"][0]["from_status"] == "STOPPED"
+    # Lists are summaries (a few config keys, scalar job_data); view=full gives whole rows.
+    summary = c.get("/jobs", params={"status": "QUEUED"}).json()["items"][0]
+    assert set(summary["config"]) <= {"model_name_or_path", "train_name_or_path", "save_dir"}
+    assert "retries" not in summary["job_data"] and summary["progress"] == 0
+    full = c.get("/jobs", params={"status": "QUEUED", "view": "full"}).json()["items"][0]
+    assert full["config"] == retried.json()["config"] and full["job_data"]["retries"]
+    assert c.get("/jobs", params={"view": "everything"}).status_code == 422
     page = c.get("/jobs", params={"limit": 1, "offset": 1}).json()
     assert page["limit"] == 1 and page["offset"] == 1 and len(page["items"]) == 1 and page["items"][0]["id"] != jid
     before = api.job_count()
