@@ -4,9 +4,12 @@ Formats (angle-emb's):
   A  text1, text2, label   graded or binary pairs (STS, paraphrase)
   B  query, positive       positive pairs, in-batch negatives
   C  query, positive, negative   with a hard negative per query
-Text fields hold a string or a list of strings; a list is sampled once per
-epoch with the dataset seed. Everything here is checked before any model
-loads, and each error names the file, the 1-based row and the column.
+FlagEmbedding's jsonl (query, pos[], neg[], optional pos_scores[], neg_scores[])
+reads as B or C: pos -> positive, neg -> negative, and the scores are kept for
+KD. Text fields hold a string or a list of strings; a list is sampled once per
+epoch with the dataset seed (format C: train_group_size - 1 negatives).
+Everything here is checked before any model loads, and each error names the
+file, the 1-based row and the column.
 
     .venv/bin/python -m pytest tests/plugin/test_data.py
 """
@@ -27,6 +30,8 @@ import torch
 FORMAT_COLUMNS = {"A": ("text1", "text2", "label"), "B": ("query", "positive"), "C": ("query", "positive", "negative")}
 TEXT_COLUMNS = {"A": ("text1", "text2"), "B": ("query", "positive"), "C": ("query", "positive", "negative")}
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+FLAG_COLUMNS = {"pos": "positive", "neg": "negative"}  # FlagEmbedding's names for format B/C columns
+SCORE_COLUMNS = {"positive": "pos_scores", "negative": "neg_scores"}  # teacher scores, one per text
 
 
 class DataError(ValueError):
@@ -41,6 +46,8 @@ class Examples:
     texts: dict[str, list[str | list[str]]]
     labels: list[float] | None = None
     sources: list[str] = field(default_factory=list)
+    # Format C with FlagEmbedding's pos_scores/neg_scores: scores[col][i][j] is the teacher's score of texts[col][i][j].
+    scores: dict[str, list[list[float]]] | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.texts.values())))
@@ -170,6 +177,24 @@ def _check_label(value: Any, where: str) -> float:
     return label
 
 
+def _flag_names(row: dict[str, Any]) -> dict[str, Any]:
+    """FlagEmbedding's row {query, pos, neg, ...} under our column names (positive, negative)."""
+    if "query" in row and "pos" in row and "positive" not in row:
+        return {FLAG_COLUMNS.get(k, k): v for k, v in row.items()}
+    return row
+
+
+def _check_scores(value: Any, texts: str | list[str], where: str) -> list[float]:
+    n = 1 if isinstance(texts, str) else len(texts)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and n == 1:
+        value = [value]
+    if not isinstance(value, list) or len(value) != n:
+        raise DataError(f"{where}: expected a list of {n} numbers, one per text, got {value!r:.80}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise DataError(f"{where}: teacher scores must be finite numbers, got {value!r:.80}")
+    return [float(v) for v in value]
+
+
 def to_examples(
     sources: list[tuple[str, list[dict]]], data_format: str = "auto", rename: dict[str, str] | None = None
 ) -> Examples:
@@ -178,10 +203,11 @@ def to_examples(
     fmt = None if data_format == "auto" else data_format
     texts: dict[str, list] = {}
     labels: list[float] = []
+    scores: dict[str, list[list[float]]] | None = None
     for source, rows in sources:
         if not rows:
             raise DataError(f"{source}: no rows (empty file)")
-        first = {rename.get(k, k) for k in rows[0]}
+        first = set(_flag_names({rename.get(k, k): v for k, v in rows[0].items()}))
         this_fmt = fmt or detect_format(sorted(first))
         if this_fmt is None:
             raise DataError(
@@ -193,8 +219,10 @@ def to_examples(
         needed = FORMAT_COLUMNS[fmt]
         if not texts:
             texts = {c: [] for c in TEXT_COLUMNS[fmt]}
+            if fmt == "C" and set(SCORE_COLUMNS.values()) & first:  # KD scores: then every row needs both
+                scores = {c: [] for c in SCORE_COLUMNS}
         for i, raw in enumerate(rows, 1):
-            row = {rename.get(k, k): v for k, v in raw.items()}
+            row = _flag_names({rename.get(k, k): v for k, v in raw.items()})
             for col in needed:
                 if col not in row or row[col] is None:
                     raise DataError(
@@ -204,8 +232,15 @@ def to_examples(
                 texts[col].append(_check_text(row[col], f"{source}: row {i}, column {col!r}"))
             if fmt == "A":
                 labels.append(_check_label(row["label"], f"{source}: row {i}, column 'label'"))
+            for col, score_col in SCORE_COLUMNS.items() if scores is not None else ():
+                if row.get(score_col) is None:
+                    raise DataError(f"{source}: row {i}: column {score_col!r} is missing "
+                                    "(teacher scores need pos_scores and neg_scores in every row)")
+                where = f"{source}: row {i}, column {score_col!r}"
+                scores[col].append(_check_scores(row[score_col], texts[col][-1], where))
     assert fmt is not None
-    return Examples(format=fmt, texts=texts, labels=labels if fmt == "A" else None, sources=[s for s, _ in sources])
+    return Examples(format=fmt, texts=texts, labels=labels if fmt == "A" else None, sources=[s for s, _ in sources],
+                    scores=scores)
 
 
 def load_examples(
@@ -221,6 +256,8 @@ def load_examples(
         examples.texts = {k: v[:limit] for k, v in examples.texts.items()}
         if examples.labels is not None:
             examples.labels = examples.labels[:limit]
+        if examples.scores is not None:
+            examples.scores = {k: v[:limit] for k, v in examples.scores.items()}
     return examples
 
 
@@ -259,10 +296,12 @@ class PairDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, examples: Examples, tokenizer: Any, maxlen: int, prompts: dict, seed: int,
-                 append_eos: bool = False):
+                 append_eos: bool = False, n_negatives: int = 1):
         self.format = examples.format
         self.columns = list(examples.texts)
         self.labels = examples.labels
+        self.scores = examples.scores
+        self.n_negatives = n_negatives  # format C: train_group_size - 1 negative columns per example
         self.seed = seed
         self.epoch = 0
         vocab: dict[str, int] = {}
@@ -299,17 +338,35 @@ class PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = None
         text_idx = []
+        picked: dict[str, list[int]] = {}
         for col in self.columns:
             opts = self.cands[col][i]
-            if len(opts) > 1:
+            k = self.n_negatives if col == "negative" else 1
+            if k > 1:
                 rng = rng or random.Random(hash((self.seed, self.epoch, i)))
-                text_idx.append(rng.choice(opts))
+                picked[col] = sample_group(rng, len(opts), k)
+            elif len(opts) > 1:
+                rng = rng or random.Random(hash((self.seed, self.epoch, i)))
+                picked[col] = [rng.choice(range(len(opts)))]  # the index rng.choice(opts) picks
             else:
-                text_idx.append(opts[0])
+                picked[col] = [0]
+            text_idx.extend(opts[j] for j in picked[col])
         item: dict[str, Any] = {"text_idx": text_idx}
         if self.labels is not None:
             item["label"] = self.labels[i]
+        if self.scores is not None:  # aligned with the group: [positive, negative_1 .. negative_k]
+            item["teacher_scores"] = [self.scores[c][i][j] for c in SCORE_COLUMNS for j in picked[c]]
         return item
+
+
+def sample_group(rng: random.Random, n: int, k: int) -> list[int]:
+    """k of the indices 0..n-1 without repeats, or each repeated ceil(k / n) times first when n < k.
+
+    FlagEmbedding's negative sampling: a query with fewer than k negatives
+    still gets k (so every example has the same number of columns).
+    """
+    pool = list(range(n)) * math.ceil(k / n)
+    return rng.sample(pool, k)
 
 
 @dataclass
@@ -331,6 +388,8 @@ class Collator:
         seqs = [self.dataset.token_ids[j] for j in idx]
         batch = pad_sequences(seqs, self.pad_token_id, self.padding_side, self.pad_to)
         batch["text_idx"] = torch.tensor(idx, dtype=torch.long)
+        if "teacher_scores" in items[0]:
+            batch["teacher_scores"] = torch.tensor([it["teacher_scores"] for it in items], dtype=torch.float)
         if "label" in items[0]:
             batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.float)
         return batch

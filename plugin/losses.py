@@ -109,3 +109,20 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, tau: float = 20.0
     s_logits = (tau * s @ s.T).masked_fill(eye, _NEG_INF)
     t_logits = (tau * t @ t.T).masked_fill(eye, _NEG_INF)
     return F.kl_div(F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="batchmean")
+
+
+def kd_loss(q: torch.Tensor, docs: torch.Tensor, teacher_scores: torch.Tensor, tau: float = 20.0,
+            temperature: float = 1.0) -> torch.Tensor:
+    """KL distillation from a teacher's scores of each query's own documents (FlagEmbedding's kl_div).
+
+    q (B, H); docs (B, G, H): query i's group [positive, negative_1 .. negative_{G-1}];
+    teacher_scores (B, G), e.g. a reranker's pos_scores + neg_scores for the same documents.
+        s_ij = tau cos(q_i, d_ij)              the student's scores (scale tau, as the InfoNCE terms)
+        p_ij = softmax_j(t_ij / temperature)   the teacher's distribution
+        L    = mean_i KL(p_i || softmax_j(s_ij)) = mean_i sum_j p_ij (log p_ij - log softmax_j(s_ij))
+    FlagEmbedding minimizes the cross-entropy -sum_j p_ij log softmax_j(s_ij) instead: it differs by
+    the teacher's entropy, a constant, so the gradient is the same; KL is 0 when the student agrees.
+    """
+    s = tau * torch.einsum("bh,bgh->bg", F.normalize(q.float(), dim=-1), F.normalize(docs.float(), dim=-1))
+    log_p = F.log_softmax(teacher_scores.float() / temperature, dim=-1)
+    return F.kl_div(F.log_softmax(s, dim=-1), log_p, log_target=True, reduction="batchmean")

@@ -11,6 +11,7 @@ result is written as a sentence-transformers folder with metrics and a card.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,10 +25,20 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from . import losses as L
-from .config import TrainConfig
-from .data import Collator, Examples, PairDataset, column_prompts, load_examples, positive_threshold
+from .config import TrainConfig, resolve_model_path
+from .data import (
+    Collator,
+    DataError,
+    Examples,
+    PairDataset,
+    column_prompts,
+    load_examples,
+    positive_threshold,
+)
+from .distributed import gather_batch, loss_scale, world_size
 from .evaluate import PRIMARY_METRIC, evaluate
 from .export import model_card, save_model, write_json
+from .gradcache import gradcache_step, split_rows
 from .llm import build_backbone
 from .memory import limit_heap_growth
 from .model import AnglEModel, Encoder, load_tokenizer
@@ -46,6 +57,19 @@ class TrainResult:
     stopped: bool = False
 
 
+def n_columns(fmt: str, config: TrainConfig) -> int:
+    """Texts per example in a collated batch: 2 for A and B; C: query, positive and train_group_size - 1 negatives."""
+    return {"A": 2, "B": 2}.get(fmt, 1 + config.train_group_size)
+
+
+def kd_term(emb: torch.Tensor, fmt: str, config: TrainConfig, teacher_scores: torch.Tensor | None) -> torch.Tensor | None:
+    """kd_w KL(softmax(teacher scores / kd_temperature) || softmax(ibn_tau cos(q, [p, n_1..]))), format C."""
+    if not (config.kd_w and teacher_scores is not None and fmt == "C"):
+        return None
+    q, *docs = emb.split(emb.size(0) // n_columns(fmt, config))
+    return config.kd_w * L.kd_loss(q, torch.stack(docs, dim=1), teacher_scores, config.ibn_tau, config.kd_temperature)
+
+
 def objective(
     emb: torch.Tensor,
     fmt: str,
@@ -53,17 +77,20 @@ def objective(
     labels: torch.Tensor | None = None,
     positive_label: float = 1.0,
     teacher: torch.Tensor | None = None,
+    teacher_scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted AnglE loss of one batch; emb holds the columns stacked (column-major).
 
     A: cosine_w CoSENT + ibn_w in-batch negatives (pairs with label >=
        positive_label) + angle_w angle.
     B: ibn_w InfoNCE(query -> positive among the batch's positives).
-    C: (ibn_w InfoNCE(q, P) + cln_w InfoNCE(q, [P; N])) / 2, plus CoSENT and
-       angle on (q, p) -> 1, (q, n) -> 0.
+    C: query, positive, then G - 1 negative columns (G = train_group_size):
+       (ibn_w InfoNCE(q, P) + cln_w InfoNCE(q, [P; N_1; ..; N_{G-1}])) / 2, every
+       positive and negative of the batch competing, plus CoSENT and angle on
+       (q, p) -> 1, (q, n_k) -> 0; + kd_w kd_loss with teacher_scores (B, G).
     Any format: + distill_w KL to the teacher's in-batch similarities.
     """
-    n_cols = {"A": 2, "B": 2, "C": 3}[fmt]
+    n_cols = n_columns(fmt, config)
     cols = emb.split(emb.size(0) // n_cols)
     parts: dict[str, torch.Tensor] = {}
     c = config
@@ -81,18 +108,25 @@ def objective(
         if c.ibn_w:
             parts["ibn"] = c.ibn_w * L.info_nce(q, p, c.ibn_tau)
     else:
-        q, p, n = cols
+        q, p, *negs = cols
+        n = torch.cat(negs)
         if c.ibn_w or c.cln_w:
             parts["contrastive"] = (c.ibn_w * L.info_nce(q, p, c.ibn_tau)
                                     + c.cln_w * L.info_nce(q, torch.cat([p, n]), c.ibn_tau)) / 2
-        u, v = torch.cat([q, q]), torch.cat([p, n])
-        y = torch.cat([torch.ones(q.size(0)), torch.zeros(q.size(0))]).to(emb.device)
+        u, v = torch.cat([q] * (1 + len(negs))), torch.cat([p, n])
+        y = torch.cat([torch.ones(q.size(0)), torch.zeros(n.size(0))]).to(emb.device)
         if c.cosine_w:
             parts["cosine"] = c.cosine_w * L.cosine_loss(u, v, y, c.cosine_tau)
         if c.angle_w:
             parts["angle"] = c.angle_w * L.angle_loss(u, v, y, c.angle_tau)
     if c.distill_w and teacher is not None:
         parts["distill"] = c.distill_w * L.distill_loss(emb, teacher, c.distill_tau)
+    kd = kd_term(emb, fmt, c, teacher_scores)
+    if kd is not None:
+        parts["kd"] = kd
+    if not parts and c.kd_w and fmt == "C":
+        # KD alone, its scores not passed here: the caller adds kd_term (AnglETrainer does, outside the modifiers).
+        return emb.sum() * 0.0, parts
     if not parts:
         raise ValueError(f"no loss applies to format {fmt} with these weights (format B uses ibn_w and distill_w)")
     return sum(parts.values()), parts  # type: ignore[return-value]
@@ -122,18 +156,73 @@ class AnglETrainer(Trainer):
         self.teacher_embeddings = teacher_embeddings
         self.evaluator = evaluator
 
+    # compute_loss never normalizes by num_items_in_batch, so training_step must divide by the
+    # accumulation steps (HF would skip that for format A: AnglEModel.forward takes **kwargs).
+    loss_is_scaled_for_ga = False
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `model` is the accelerate/DDP-wrapped module: calling it is what syncs gradients.
+        out = self._embed(model, inputs["input_ids"], inputs["attention_mask"])
+        loss = self._embeddings_loss(out, inputs)
+        emb = out[-1] if needs_all_layers(self.angle_config) else out
+        return (loss, {"embeddings": emb}) if return_outputs else loss
+
+    def _embed(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # AdaptiveLayer/Espresso read every layer: out is (L, N, H) then, its last row the usual output.
         all_layers = needs_all_layers(self.angle_config)
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], all_layers=all_layers)
-        emb = out[-1] if all_layers else out
+        return model(input_ids=input_ids, attention_mask=attention_mask, all_layers=all_layers)
+
+    def _cross_device(self) -> bool:
+        return self.angle_config.negatives_cross_device and world_size() > 1
+
+    def _embeddings_loss(self, out: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """The loss to backpropagate for a batch's embeddings (rows on dim -2).
+
+        With negatives_cross_device and several processes, on the global batch
+        gathered from every process and multiplied by the world size (plugin/distributed.py).
+        """
         teacher = None
         if self.teacher_embeddings is not None:
-            teacher = self.teacher_embeddings[inputs["text_idx"].cpu()].to(emb.device)
-        loss, _ = total_loss(out, self.data_format, self.angle_config, inputs.get("labels"),
-                             self.positive_label, teacher)
-        return (loss, {"embeddings": emb}) if return_outputs else loss
+            teacher = self.teacher_embeddings[inputs["text_idx"].cpu()].to(out.device)
+        labels, scores = inputs.get("labels"), inputs.get("teacher_scores")
+        if self._cross_device():
+            out, labels, teacher, scores = gather_batch(out, n_columns(self.data_format, self.angle_config),
+                                                        labels, teacher, scores)
+        loss, _ = total_loss(out, self.data_format, self.angle_config, labels, self.positive_label, teacher)
+        # The modifiers (Matryoshka...) take no teacher scores: KD applies once, to the final full embedding.
+        kd = kd_term(out[-1] if needs_all_layers(self.angle_config) else out, self.data_format,
+                     self.angle_config, scores)
+        if kd is not None:
+            loss = loss + kd
+        return loss * loss_scale(self._cross_device())
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """HF's step, or GradCache (plugin/gradcache.py) when mini_batch_size splits the batch.
+
+        Returns the batch's loss for logging: not multiplied by the world size
+        as the backpropagated one is under cross-device negatives.
+        """
+        scale = loss_scale(self._cross_device())
+        mini = self.angle_config.mini_batch_size
+        n_cols = n_columns(self.data_format, self.angle_config)
+        if not mini or mini * n_cols >= inputs["input_ids"].size(0):
+            return super().training_step(model, inputs, num_items_in_batch) / scale
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+
+        def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            with self.compute_loss_context_manager():
+                return self._embed(model, ids, mask)
+
+        def loss_fn(out: torch.Tensor) -> torch.Tensor:
+            with self.compute_loss_context_manager():
+                return self._embeddings_loss(out, inputs) / steps
+
+        chunks = split_rows(inputs["input_ids"], inputs["attention_mask"], mini * n_cols)
+        loss = gradcache_step(forward, chunks, loss_fn, self.accelerator.backward,
+                              functools.partial(self.accelerator.no_sync, model=model))
+        return loss / scale
 
     def _get_train_sampler(self, train_dataset=None):
         if not self.angle_config.group_by_length:
@@ -225,6 +314,33 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
+def _same_model(a: str, b: str) -> bool:
+    a, b = resolve_model_path(a), resolve_model_path(b)
+    return a == b or (os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+
+
+def _teacher_encoder(config: TrainConfig, model: AnglEModel, tokenizer: Any) -> Encoder:
+    """The distillation teacher: teacher_name_or_path, or the starting model itself.
+
+    No teacher, or the student's own model: self-distillation from the
+    starting weights, sharing them (the teacher embeddings are computed before
+    any update, so no second copy is loaded). Another model embeds the texts
+    with its own tokenizer: the student's input_ids are never reused, so a
+    teacher with a different vocabulary works as well as one with the same.
+    """
+    pooling = config.teacher_pooling_strategy or config.pooling_strategy
+    name = config.teacher_name_or_path
+    if not name or (_same_model(name, config.model_name_or_path) and not config.tokenizer_name_or_path):
+        teacher = AnglEModel(model.backbone, pooling).train(model.training)
+        return Encoder(teacher, tokenizer, config.maxlen, normalize=True)
+    from .model import load
+
+    t_enc = load(name)
+    t_enc.model.pooling_strategy = pooling
+    t_enc.maxlen = config.maxlen
+    return t_enc
+
+
 def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Train, evaluate before/after, and save a sentence-transformers model to config.save_dir."""
     from transformers import set_seed
@@ -238,6 +354,9 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     fmt = train_ex.format
     primary = PRIMARY_METRIC[fmt]
     thr = positive_threshold(train_ex.labels or [], config.ibn_label_threshold)
+    if config.kd_w > 0 and train_ex.scores is None:
+        raise DataError(f"{config.train_name_or_path}: kd_w > 0 needs teacher scores: format C rows with "
+                        "pos_scores and neg_scores, one per pos and neg text (FlagEmbedding's jsonl)")
     prompts = column_prompts(fmt, config.text_prompt, config.query_prompt, config.doc_prompt)
 
     # 2. Model.
@@ -254,7 +373,8 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         model.cuda()
     encoder = Encoder(model, tokenizer, config.maxlen, normalize=True)
     precision = "bf16" if config.bf16 else ("fp16" if config.fp16 else "fp32")
-    dataset = PairDataset(train_ex, tokenizer, config.maxlen, prompts, config.effective_dataset_seed)
+    dataset = PairDataset(train_ex, tokenizer, config.maxlen, prompts, config.effective_dataset_seed,
+                          n_negatives=config.train_group_size - 1 if fmt == "C" else 1)
 
     dims, layers = eval_variants(config, model.num_layers)  # per-dim / per-layer metrics for the modifiers
 
@@ -280,14 +400,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     teacher_emb = None
     if config.distill_w > 0:
         t0 = time.perf_counter()
-        if config.teacher_name_or_path:
-            from .model import load
-
-            t_enc = load(config.teacher_name_or_path)
-            t_enc.model.pooling_strategy = config.teacher_pooling_strategy or config.pooling_strategy
-            t_enc.maxlen = config.maxlen
-        else:  # self-distillation: the starting model, before any update
-            t_enc = encoder
+        t_enc = _teacher_encoder(config, model, tokenizer)
         teacher_emb = t_enc.encode(dataset.texts, batch_size=config.eval_batch_size, normalize=True,
                                    precision=precision, convert_to_numpy=False, show_progress_bar=False)
         metrics["teacher_encode_seconds"] = time.perf_counter() - t0
