@@ -76,6 +76,7 @@ _OUR_COMMON: dict[str, Any] = {
     "cosine_w": 1.0,
     "ibn_w": 0.0,
     "angle_w": 0.02,
+    "backbone_dropout": 0.0,
     "eval_strategy": "no",
     "save_strategy": "no",
     "evaluate_before_training": False,

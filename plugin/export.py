@@ -143,6 +143,7 @@ def variants_table(config: TrainConfig, metrics: dict[str, float]) -> list[str]:
         "",
     ]
 
+
 def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dict[str, float],
                global_step: int) -> str:
     """A README.md for the saved model: data, losses, hyperparameters and metrics before/after."""

@@ -86,6 +86,28 @@ def load_backbone(name_or_path: str, torch_dtype: str | None = None, **kwargs: A
     return AutoModel.from_pretrained(_resolve(name_or_path), **kwargs)
 
 
+def set_dropout(module: nn.Module, p: float) -> int:
+    """Set every dropout probability inside `module` to p; returns how many were set.
+
+    Covers nn.Dropout layers (BERT-style attention reads its dropout's p too),
+    float `attention_dropout` attributes (Llama/Qwen2-style attention), and the
+    *dropout* floats of each config so the saved config.json says what was trained.
+    """
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, nn.Dropout):
+            sub.p = p
+            count += 1
+        elif isinstance(getattr(sub, "attention_dropout", None), float):
+            sub.attention_dropout = p
+            count += 1
+        config = getattr(sub, "config", None)
+        for key, value in (vars(config).items() if config is not None and hasattr(config, "__dict__") else ()):
+            if "dropout" in key and isinstance(value, float):
+                setattr(config, key, p)
+    return count
+
+
 class Encoder:
     """Embeds texts with an AnglEModel: length-sorted batches, results in input order."""
 

@@ -41,7 +41,7 @@ from .export import model_card, save_model, write_json
 from .gradcache import gradcache_step, split_rows
 from .llm import build_backbone
 from .memory import limit_heap_growth
-from .model import AnglEModel, Encoder, load_tokenizer
+from .model import AnglEModel, Encoder, load_tokenizer, set_dropout
 from .modifiers import check_model_fit, eval_variants, needs_all_layers, total_loss
 
 log = logging.getLogger("angle_lab")
@@ -366,6 +366,8 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     # LoRA, BiLLM, k-bit and gradient checkpointing are set up on the backbone (plugin/llm.py): the HF
     # Trainer would call gradient_checkpointing_enable on our wrapper, which is not a PreTrainedModel.
     model = AnglEModel(build_backbone(config), config.pooling_strategy)
+    if config.backbone_dropout is not None:
+        set_dropout(model.backbone, config.backbone_dropout)
     check_model_fit(config, model.hidden_size, model.num_layers)  # e.g. matryoshka_dims above the hidden size
     if config.angle_w and model.hidden_size % 2:
         raise ValueError(f"angle_w > 0 needs an even hidden size; the model has {model.hidden_size}")

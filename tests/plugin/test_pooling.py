@@ -38,3 +38,17 @@ def test_max_pool_padding_never_wins_with_negative_states():
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="pooling_strategy must be one of"):
         pool(H, RIGHT, "median")
+
+
+def test_set_dropout_reaches_every_dropout_and_the_saved_config(tiny_bert: str) -> None:
+    from plugin.model import load_backbone, set_dropout
+
+    backbone = load_backbone(tiny_bert)
+    assert set_dropout(backbone, 0.0) > 0
+    assert all(m.p == 0.0 for m in backbone.modules() if isinstance(m, torch.nn.Dropout))
+    assert backbone.config.hidden_dropout_prob == 0.0 and backbone.config.attention_probs_dropout_prob == 0.0
+    backbone.train()  # no dropout left: two training-mode passes agree exactly
+    ids = torch.tensor([[101, 2000, 2001, 102]])
+    with torch.no_grad():
+        a, b = (backbone(input_ids=ids).last_hidden_state for _ in range(2))
+    assert torch.equal(a, b)
