@@ -48,7 +48,7 @@ def test_writes_are_throttled_but_the_end_is_always_written(sqlite_engine, runni
     row = jobs.get_job(sqlite_engine, running_job)
     assert row.job_data["step"] == 50 and row.job_data["max_steps"] == 200 and row.progress == 25
     assert row.job_data["loss"] == 0.75 and row.job_data["learning_rate"] == 1e-5
-    assert row.job_data["loss_history"] == [{"step": 50, "loss": 0.75}]
+    assert row.job_data["loss_history"] == [{"step": 50, "loss": 0.75, "learning_rate": 1e-5}]
 
 
 def test_progress_eta_and_eval_history(sqlite_engine, running_job, args):
