@@ -214,7 +214,8 @@ def recipe_text(system: str, budget: str) -> str:
         r = OUR_RECIPES[budget]
         warm = f"warmup {r.get('warmup_ratio', 0):.0%}" if r.get("warmup_ratio") else f"warmup {r.get('warmup_steps', 0)} st"
         losses = ", ".join(f"{k[:-2]} {r[k]:g}" for k in ("cosine_w", "ibn_w", "angle_w") if r.get(k))
-        return f"{head}, lr {r['learning_rate']:g}, {warm}, {losses}" + (", bf16" if system == "ours_bf16" else "")
+        dropout = f", dropout {r['backbone_dropout']:g}" if r.get("backbone_dropout") is not None else ""
+        return f"{head}, lr {r['learning_rate']:g}, {warm}, {losses}{dropout}" + (", bf16" if system == "ours_bf16" else "")
     r = PEER_RECIPES[system]
     if system.startswith("angle_emb"):
         return f"{head}, lr {r['lr']:g}, warmup {r['warmup_steps']}, cosine 1, ibn 1, angle 0.02"
@@ -449,10 +450,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def measure_context(max_pairs: int | None) -> Context:
+def matmul_peaks(with_bf16: bool) -> tuple[float, float]:
+    """fp32 and bf16 matmul peaks; bf16 only when a bf16 run needs it (0.0 otherwise: on a CPU
+    without AVX512-BF16/AMX, bf16 matmuls are emulated and take minutes at this size)."""
+    return matmul_peak_gflops("float32"), matmul_peak_gflops("bfloat16") if with_bf16 else 0.0
+
+
+def measure_context(max_pairs: int | None, with_bf16: bool = True) -> Context:
     """Matmul peaks and the FLOP model's inputs (rows, real tokens, non-embedding params)."""
     rows = read_jsonl(TRAIN, max_pairs)
-    f32, b16 = matmul_peak_gflops("float32"), matmul_peak_gflops("bfloat16")
+    f32, b16 = matmul_peaks(with_bf16)
     return Context(
         peak_fp32=f32, peak_bf16=b16, start_peaks=(f32, b16),
         n_rows=len(rows), tokens_per_epoch=real_tokens(MODEL, rows, MAXLEN),
@@ -469,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     out_root = out.parent
     if any(not s.startswith("ours") for s in args.systems):
         ensure_peer_venv()
-    ctx = measure_context(args.max_pairs)
+    ctx = measure_context(args.max_pairs, "ours_bf16" in args.systems)
     print(f"matmul peak fp32 {ctx.peak_fp32:.0f} / bf16 {ctx.peak_bf16:.0f} GFLOP/s; "
           f"{ctx.n_rows} pairs, {ctx.tokens_per_epoch} real tokens/epoch", flush=True)
     cache: dict[str, float] = {}
@@ -483,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [run_system(s, b, out_root, ctx.n_rows, args.max_pairs, load_s)
             for b in args.budgets for s in args.systems]
     # Re-measure the peak after the runs; keep the higher one (the less disturbed).
-    ctx.end_peaks = (matmul_peak_gflops("float32"), matmul_peak_gflops("bfloat16"))
+    ctx.end_peaks = matmul_peaks("ours_bf16" in args.systems)
     ctx.peak_fp32, ctx.peak_bf16 = max(ctx.peak_fp32, ctx.end_peaks[0]), max(ctx.peak_bf16, ctx.end_peaks[1])
     poolings = dict.fromkeys(["mean", *(r.pooling for r in runs if not r.error)])
     zero_shots = [Run(budget="-", system="zero_shot", recipe="-", pooling=p, model_dir=MODEL) for p in poolings]
