@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import jobs, templates, ui
-from backend.db import get_engine, init_db
+from backend.db import get_engine, init_db, read_session
 from backend.models import (
     FINAL,
     Job,
@@ -49,6 +49,7 @@ from backend.models import (
     TemplatePublic,
     TemplateQueue,
 )
+from backend.readcache import ReadCache
 from backend.settings import Settings, get_settings
 from plugin.config import error_list
 from plugin.modifiers import preflight
@@ -154,7 +155,8 @@ class Guard:
 
 
 # ------------------------------------------------------------------ dependencies
-def _engine(request: Request) -> Engine:
+# async: FastAPI would run a plain `def` dependency in a worker thread, a costly hop for an attribute read.
+async def _engine(request: Request) -> Engine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
@@ -163,13 +165,18 @@ def _session(engine: Annotated[Engine, Depends(_engine)]) -> Iterator[Session]:
         yield session
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def _cache(request: Request) -> ReadCache:
+    return request.app.state.read_cache  # type: ignore[no-any-return]
 
 
 EngineDep = Annotated[Engine, Depends(_engine)]
 SessionDep = Annotated[Session, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+CacheDep = Annotated[ReadCache, Depends(_cache)]
 
 
 def _job(session: Session, job_id: int) -> Job:
@@ -338,20 +345,31 @@ def create_job(spec: JobCreate, response: Response, engine: EngineDep, settings:
 
 
 @router.get("/jobs", response_model=JobList, tags=["jobs"])
-def list_jobs(engine: EngineDep, status: JobStatus | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0, view: Literal["summary", "full"] = "summary") -> Response:
+async def list_jobs(engine: EngineDep, cache: CacheDep, status: JobStatus | None = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+              view: Literal["summary", "full"] = "summary") -> Response:
     """Jobs newest first, optionally only one status; `view=full` returns whole rows."""
-    rows = jobs.list_jobs(engine, status, limit, offset)
-    items = [JobPublic.model_validate(j) for j in rows] if view == "full" else [JobSummary.of(j) for j in rows]
-    page = JobList(items=items, total=jobs.count_jobs(engine, status), limit=limit, offset=offset)
-    # Serialized here, once: a returned model would be validated and encoded a second time (polled route).
-    return Response(page.model_dump_json(), media_type="application/json")
+
+    def build() -> bytes:
+        rows = jobs.list_jobs(engine, status, limit, offset)
+        items = [JobPublic.model_validate(j) for j in rows] if view == "full" else [JobSummary.of(j) for j in rows]
+        page = JobList(items=items, total=jobs.count_jobs(engine, status), limit=limit, offset=offset)
+        return page.model_dump_json().encode()
+
+    # Serialized here, once (a returned model would be validated and encoded again), and reused by every
+    # poller until the database changes.
+    return Response(await cache.get(("list", status, limit, offset, view), build), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
-def get_job(job_id: int, session: SessionDep) -> Response:
-    # Serialized once, here: the most polled route skips FastAPI's second validation pass.
-    return Response(JobPublic.model_validate(_job(session, job_id)).model_dump_json(), media_type="application/json")
+async def get_job(job_id: int, engine: EngineDep, cache: CacheDep) -> Response:
+    """One job: status, progress, metrics, timings, error."""
+
+    def build() -> bytes:
+        with read_session(engine) as session:
+            return JobPublic.model_validate(_job(session, job_id)).model_dump_json().encode()
+
+    return Response(await cache.get(("job", job_id), build), media_type="application/json")
 
 
 @router.post("/jobs/{job_id}/stop", status_code=202, response_model=JobPublic, tags=["jobs"])
@@ -590,11 +608,13 @@ def create_app(settings: Settings | None = None, db_url: str | None = None, run_
         yield
         if worker is not None:
             await anyio.to_thread.run_sync(_stop_worker, worker, app.state.worker_thread, settings)
+        app.state.read_cache.close()
 
     app = FastAPI(title="angle-lab", version="0.1.0", lifespan=lifespan,
                   description="Queue, watch and download AnglE sentence-embedding training jobs.",
                   generate_unique_id_function=lambda route: route.name)
     app.state.engine, app.state.settings, app.state.worker_thread = engine, settings, None
+    app.state.read_cache = ReadCache(engine)
     app.include_router(router)
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["meta"], name="health")
     ui.mount(app)

@@ -369,6 +369,30 @@ def test_job_lifecycle_without_worker(api: Server, config: dict[str, Any], fixtu
     assert c.get(f"/jobs/{jid}").status_code == 404 and api.job_count() == before - 1
 
 
+def _in_another_process(db: Path, statement: str) -> None:
+    """Run `statement` against the server's database from a separate Python process (as a trainer would)."""
+    code = ("from backend.db import make_engine; from backend.jobs import claim, finish, record_progress; "
+            f"from backend.models import JobStatus; e = make_engine('sqlite:///{db}'); {statement}")
+    subprocess.run([sys.executable, "-c", code], cwd=str(REPO), check=True)
+
+
+def test_polled_reads_see_another_process_write_at_once(api: Server, config: dict[str, Any]) -> None:
+    """GET /jobs and /jobs/{id} reuse their serialized bytes between writes (backend/readcache.py); a write
+    from another process shows in the very next read."""
+    c = api.client
+    jid = c.post("/jobs", json={"config": config}).json()["id"]
+    first = [c.get(f"/jobs/{jid}").json() for _ in range(3)]
+    assert first[0] == first[1] == first[2] and first[0]["status"] == "QUEUED"
+    assert c.get("/jobs", params={"limit": 5}).json()["items"][0]["id"] == jid
+    _in_another_process(api.db, f"claim(e, {jid}, 1, 'test'); record_progress(e, {jid}, 42, {{'step': 21}})")
+    job = c.get(f"/jobs/{jid}").json()
+    assert job["status"] == "RUNNING" and job["progress"] == 42 and job["job_data"]["step"] == 21
+    summary = c.get("/jobs", params={"limit": 5}).json()["items"][0]
+    assert summary["id"] == jid and summary["status"] == "RUNNING" and summary["progress"] == 42
+    _in_another_process(api.db, f"finish(e, {jid}, JobStatus.STOPPED)")
+    assert c.get(f"/jobs/{jid}").json()["status"] == "STOPPED"
+
+
 def test_templates_queue_jobs_with_overrides(api: Server, fixtures_for_bad_input: dict) -> None:
     c = api.client
     tid = fixtures_for_bad_input["template"]
