@@ -22,11 +22,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Hashable
+from pathlib import Path
 
 import anyio
 from sqlalchemy.engine import Engine
 
-MAX_ENTRIES = 1024  # distinct (route, query) keys kept per database version; a flood of keys just starts over
+MAX_ENTRIES = 1024  # (route, query) keys kept per database version; past it, responses are built, not kept
 
 
 class ReadCache:
@@ -51,8 +52,8 @@ class ReadCache:
         with self._lock:
             if self._conn is None:  # opened on first use: the file exists once the app has started
                 # mode=ro: this connection never commits (its own commits would not change its data_version).
-                self._conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False,
-                                             isolation_level=None, timeout=1)
+                uri = Path(self._path).expanduser().absolute().as_uri() + "?mode=ro"  # as_uri escapes ? and #
+                self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=1)
             return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     async def get(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
