@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 if TYPE_CHECKING:
@@ -219,14 +220,32 @@ def add_lora(backbone: nn.Module, config: TrainConfig) -> nn.Module:
     return model
 
 
+def attention_kernel(requested: str | None, bf16: bool, on_gpu: bool) -> str | None:
+    """The attn_implementation to load the backbone with (None: the library's choice).
+
+    bf16 training on a CPU gets eager attention: torch's CPU SDPA (flash)
+    backward in bf16 took a third of every MiniLM step on an AMX Xeon, and eager
+    steps were 1.4x faster there; in fp32 the two kernels are equally fast.
+    """
+    if requested is None and bf16 and not on_gpu:
+        return "eager"
+    return requested
+
+
 def build_backbone(config: TrainConfig) -> nn.Module:
     """The backbone train() fine-tunes: loaded, made bidirectional, checkpointed, LoRA-wrapped as configured."""
     from .billm import enable_bidirectional
     from .model import load_backbone
 
     check_kbit(config.load_kbit, config.apply_lora)
-    backbone = load_backbone(config.model_name_or_path, config.torch_dtype,
-                             **quantization_kwargs(config.load_kbit, config.torch_dtype))
+    kwargs = quantization_kwargs(config.load_kbit, config.torch_dtype)
+    attn = attention_kernel(config.attn_implementation, config.bf16, torch.cuda.is_available())
+    if attn:
+        kwargs["attn_implementation"] = attn
+    backbone = load_backbone(config.model_name_or_path, config.torch_dtype, **kwargs)
+    if config.freeze_embeddings:
+        # Before LoRA wraps it: peft freezes the whole base anyway, so this matters for full fine-tuning.
+        backbone.get_input_embeddings().weight.requires_grad_(False)
     if config.apply_billm:
         enable_bidirectional(backbone, config.billm_model_class)
     if config.load_kbit != 16:
