@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from plugin import TrainConfig, load, train
 from plugin.billm import enable_bidirectional, is_bidirectional
-from plugin.llm import ensure_eos, smollm2_gguf
+from plugin.llm import attention_kernel, ensure_eos, smollm2_gguf
 from plugin.model import AnglEModel, Encoder, load_backbone, load_tokenizer
 from tests.conftest import SHARED_DATA, WORDS, write_jsonl
 
@@ -277,3 +277,14 @@ def test_example_configs_parse():
     assert cfg.is_llm and cfg.apply_lora and cfg.merge_lora and cfg.pooling_strategy == "last"
     fsdp = load_config_from_file(str(REPO / "examples" / "accelerate_fsdp.yaml"))
     assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_use_orig_params"] is True
+
+
+@pytest.mark.parametrize("requested, bf16, on_gpu, expected", [
+    (None, True, False, "eager"),
+    (None, True, True, None),
+    (None, False, False, None),
+    ("sdpa", True, False, "sdpa"),
+    ("flash_attention_2", True, True, "flash_attention_2"),
+])
+def test_attention_kernel(requested, bf16, on_gpu, expected):
+    assert attention_kernel(requested, bf16, on_gpu) == expected

@@ -126,3 +126,38 @@ def test_last_complete_checkpoint_skips_half_written(tmp_path):
         if complete:
             (d / "trainer_state.json").write_text("{}")
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+
+
+class ModelGrabber(TrainerCallback):
+    """Keeps the model the Trainer trains, to inspect what train() built."""
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.model = model
+
+
+def test_freeze_embeddings_keeps_token_embeddings_and_trains_the_rest(tiny_bert, data_a, tmp_path):
+    import torch
+    from transformers import AutoModel
+
+    grab = ModelGrabber()
+    result = train(TrainConfig(model_name_or_path=tiny_bert, train_name_or_path=str(data_a),
+                               save_dir=str(tmp_path / "f"), freeze_embeddings=True, **FAST), callbacks=[grab])
+    assert result.global_step == 6
+    trainable = {n for n, p in grab.model.named_parameters() if p.requires_grad}
+    assert not any("word_embeddings" in n for n in trainable) and trainable
+    start, tuned = AutoModel.from_pretrained(tiny_bert), load(result.save_dir).model.backbone
+    assert torch.equal(start.get_input_embeddings().weight, tuned.get_input_embeddings().weight)
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(start.state_dict()[query], tuned.state_dict()[query])
+
+
+@pytest.mark.parametrize("extra, kernel", [
+    ({"bf16": True}, "eager"),                                  # CPU bf16: eager, SDPA's bf16 backward is slow
+    ({"bf16": True, "attn_implementation": "sdpa"}, "sdpa"),    # an explicit choice wins
+    ({}, "sdpa"),                                               # fp32: the library's default
+])
+def test_backbone_attention_kernel(tiny_bert, data_a, tmp_path, extra, kernel):
+    grab = ModelGrabber()
+    train(TrainConfig(model_name_or_path=tiny_bert, train_name_or_path=str(data_a), save_dir=str(tmp_path / "k"),
+                      **{**FAST, "max_steps": 1, **extra}), callbacks=[grab])
+    assert grab.model.backbone.config._attn_implementation == kernel
