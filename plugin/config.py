@@ -305,7 +305,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1, json_schema_extra={"group": "Training"})
     gradient_accumulation_steps: int = Field(1, ge=1, json_schema_extra={"group": "Training"})
     group_by_length: bool = Field(
-        True, description="Batch texts of similar length together (less padding, same data each epoch).",
+        True, description="Batch texts of similar length together (less padding), the batches in a random order.",
         json_schema_extra={"group": "Training"},
     )
     logging_steps: int = Field(100, ge=1, json_schema_extra={"group": "Logging"})

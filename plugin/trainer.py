@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from . import losses as L
 from .config import TrainConfig, resolve_model_path
@@ -43,6 +42,7 @@ from .llm import build_backbone
 from .memory import limit_heap_growth
 from .model import AnglEModel, Encoder, load_tokenizer, set_dropout
 from .modifiers import check_model_fit, eval_variants, needs_all_layers, total_loss
+from .sampler import ShuffledLengthGroupedSampler
 
 log = logging.getLogger("angle_lab")
 BEFORE_FILE = "before_metrics.json"
@@ -227,10 +227,10 @@ class AnglETrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         if not self.angle_config.group_by_length:
             return super()._get_train_sampler(train_dataset)
-        # Megabatches of similar length: padding drops ~2.5x on STS-B while
-        # each epoch still sees every example once in a seeded random order.
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                    lengths=self.lengths)
+        # Batches of similar length (padding drops ~2.5x on STS-B) in a random order; each epoch
+        # still sees every example once, seeded. Why not HF's LengthGroupedSampler: plugin/sampler.py.
+        return ShuffledLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                            lengths=self.lengths)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         metrics: dict[str, float] = {}
