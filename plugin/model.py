@@ -86,6 +86,22 @@ def load_backbone(name_or_path: str, torch_dtype: str | None = None, **kwargs: A
     return AutoModel.from_pretrained(_resolve(name_or_path), **kwargs)
 
 
+@torch.no_grad()
+def interpolate_weights(module: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> int:
+    """WiSE-FT in place: w <- alpha * w + (1 - alpha) * start[name] for every floating-point weight and buffer.
+
+    Returns how many tensors were averaged; integer buffers (position ids) are left alone.
+    """
+    count, seen = 0, set()
+    for name, tensor in module.state_dict().items():
+        # Tied weights appear under two names with one storage: average them once.
+        if tensor.is_floating_point() and name in start and tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            tensor.lerp_(start[name].to(tensor.device, tensor.dtype), 1.0 - alpha)
+            count += 1
+    return count
+
+
 def set_dropout(module: nn.Module, p: float) -> int:
     """Set every dropout probability inside `module` to p; returns how many were set.
 

@@ -40,7 +40,7 @@ from .export import model_card, save_model, write_json
 from .gradcache import gradcache_step, split_rows
 from .llm import build_backbone
 from .memory import limit_heap_growth
-from .model import AnglEModel, Encoder, load_tokenizer, set_dropout
+from .model import AnglEModel, Encoder, interpolate_weights, load_backbone, load_tokenizer, set_dropout
 from .modifiers import check_model_fit, eval_variants, needs_all_layers, total_loss
 from .sampler import ShuffledLengthGroupedSampler
 
@@ -434,6 +434,12 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         "train_pairs_per_second": float(out.metrics.get("train_samples_per_second", 0.0)),
         "global_step": state.global_step,
     })
+    if config.wise_alpha < 1.0:
+        # WiSE-FT: the starting weights are read again from disk (not kept in memory during training).
+        start = load_backbone(config.model_name_or_path, config.torch_dtype).state_dict()
+        n = interpolate_weights(model.backbone, start, config.wise_alpha)
+        log.info("WiSE-FT: %d tensors set to %.2f * tuned + %.2f * starting", n, config.wise_alpha, 1 - config.wise_alpha)
+        del start
     evals = [h for h in state.log_history if f"eval_{primary}" in h]
     if evals:
         metrics["best/valid_" + primary] = max(h[f"eval_{primary}"] for h in evals)

@@ -32,6 +32,8 @@ def make(**kw):
         ({"warmup_ratio": 1.5}, r"warmup_ratio\n  Input should be less than 1"),
         ({"maxlen": 2}, r"maxlen\n  Input should be greater than or equal to 8"),
         ({"fp16": "maybe"}, r"fp16\n  Input should be a valid boolean"),
+        ({"wise_alpha": 0}, r"wise_alpha\n  Input should be greater than 0"),
+        ({"wise_alpha": 0.8, "apply_lora": True}, r"wise_alpha < 1 averages full-precision full weights"),
     ],
 )
 def test_rejections_name_the_field(kw, message):

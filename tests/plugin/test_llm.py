@@ -288,3 +288,15 @@ def test_example_configs_parse():
 ])
 def test_attention_kernel(requested, bf16, on_gpu, expected):
     assert attention_kernel(requested, bf16, on_gpu) == expected
+
+
+def test_interpolate_weights_averages_tied_weights_once():
+    from plugin.model import interpolate_weights
+
+    lin = torch.nn.Linear(3, 3)
+    tied = torch.nn.ModuleDict({"a": lin, "b": torch.nn.Linear(3, 3)})
+    tied["b"].weight = lin.weight  # one storage under two names, as tied LLM embeddings
+    start = {k: torch.zeros_like(v) for k, v in tied.state_dict().items()}
+    before = lin.weight.detach().clone()
+    assert interpolate_weights(tied, start, 0.5) == 3  # a.weight (= b.weight), a.bias, b.bias
+    assert torch.allclose(lin.weight, 0.5 * before)

@@ -161,3 +161,25 @@ def test_backbone_attention_kernel(tiny_bert, data_a, tmp_path, extra, kernel):
     train(TrainConfig(model_name_or_path=tiny_bert, train_name_or_path=str(data_a), save_dir=str(tmp_path / "k"),
                       **{**FAST, "max_steps": 1, **extra}), callbacks=[grab])
     assert grab.model.backbone.config._attn_implementation == kernel
+
+
+class FinalWeights(TrainerCallback):
+    """The trained weights as the Trainer leaves them, before train() post-processes them."""
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self.state = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+
+
+def test_wise_alpha_saves_the_weight_average_of_tuned_and_start(tiny_bert, data_a, tmp_path):
+    from transformers import AutoModel
+
+    final = FinalWeights()
+    result = train(TrainConfig(model_name_or_path=tiny_bert, train_name_or_path=str(data_a),
+                               save_dir=str(tmp_path / "w"), wise_alpha=0.25, **FAST), callbacks=[final])
+    start = AutoModel.from_pretrained(tiny_bert).state_dict()
+    saved = load(result.save_dir).model.backbone.state_dict()
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not np.allclose(final.state[query], start[query])  # it did train
+    for name in (query, "embeddings.word_embeddings.weight", "encoder.layer.1.output.LayerNorm.bias"):
+        expected = 0.25 * final.state[name] + 0.75 * start[name]
+        assert np.abs((saved[name] - expected).numpy()).max() < 1e-6, name
