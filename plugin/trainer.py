@@ -434,6 +434,11 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         "train_pairs_per_second": float(out.metrics.get("train_samples_per_second", 0.0)),
         "global_step": state.global_step,
     })
+    # Training is over (checkpoints hold what a resume needs): free the gradients and the optimizer
+    # state, twice the trainable weights, before the starting weights, scoring and export take memory.
+    model.zero_grad(set_to_none=True)
+    if trainer.optimizer is not None:
+        trainer.optimizer.state.clear()
     if config.wise_alpha < 1.0:
         # WiSE-FT: the starting weights are read again from disk (not kept in memory during training).
         start = load_backbone(config.model_name_or_path, config.torch_dtype).state_dict()
