@@ -8,7 +8,7 @@ model follows: on STS-B short texts are mostly image captions and long ones
 news and forum posts, so training walks from one genre to another every 50
 steps. This sampler keeps the same batches and shuffles their order (the
 longest batch stays first, so an out-of-memory error still comes at step 1).
-On STS-B at 4 epochs, batch 16 that is +0.3 test Spearman (86.43 -> 86.73,
+On STS-B at 4 epochs, batch 16 that is +0.26 test Spearman (86.43 -> 86.69,
 docs/benchmarks.md) at the same speed.
 
     .venv/bin/python -m pytest tests/plugin/test_sampler.py -q
