@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DIR, score_stsb, setup_process, transformer_dir  # noqa: E402
+from common import BENCH_DIR, peak_rss_self_bytes, score_stsb, setup_process, transformer_dir  # noqa: E402
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
@@ -74,8 +74,11 @@ def main() -> int:
     if args.max_pairs:
         config["max_train_samples"] = args.max_pairs
     t0 = time.perf_counter()
-    train(TrainConfig(**config))
+    result = train(TrainConfig(**config))
     wall = time.perf_counter() - t0
+    # Peak RSS of this process up to the end of training (scoring below adds little).
+    peak_gb = round(peak_rss_self_bytes() / 1e9, 2)
+    pairs_s = round(result.metrics.get("train_pairs_per_second", 0.0), 1)
     candidates = [(1.0, str(save_dir))] + [
         (a, str(averaged(MODEL, str(transformer_dir(save_dir)), a, save_dir / f"wise-{a}")))
         for a in (float(x) for x in args.wise.split(",") if x.strip())]
@@ -84,7 +87,8 @@ def main() -> int:
     for alpha, model_dir in candidates:
         row = {"budget": args.budget, "overrides": overrides, "wise_alpha": alpha, "max_pairs": args.max_pairs,
                "test": round(score_stsb(model_dir, "mean", "test"), 2),
-               "dev": round(score_stsb(model_dir, "mean", "dev"), 2), "train_wall_s": round(wall),
+               "dev": round(score_stsb(model_dir, "mean", "dev"), 2), "train_wall_s": round(wall), "peak_rss_gb": peak_gb,
+               "train_pairs_s": pairs_s,
                "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(json.dumps(row), flush=True)
         with out.open("a") as fh:

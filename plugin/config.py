@@ -77,6 +77,12 @@ class TrainConfig(BaseModel):
         "longest", description="Pad each batch to its longest text or always to maxlen.",
         json_schema_extra={"group": "Model & pooling"},
     )
+    pad_to_multiple_of: int | None = Field(
+        None, ge=1, le=512,
+        description="With longest padding, round each batch's width up to a multiple of this (never past maxlen). "
+        "Fewer distinct batch shapes: oneDNN (CPU bf16) and CUDA kernels cache one plan per shape.",
+        json_schema_extra={"group": "Model & pooling"},
+    )
     tokenizer_padding_side: Literal["left", "right"] | None = Field(
         None, description="Padding side; None keeps the tokenizer's own.", json_schema_extra={"group": "Model & pooling"}
     )

@@ -381,18 +381,29 @@ class Collator:
     pad_token_id: int
     padding_side: str = "right"
     pad_to: int | None = None  # maxlen when tokenizer_padding == "max_length"
+    multiple_of: int | None = None  # round the dynamic width up to this, capped at maxlen
+    maxlen: int | None = None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         n_cols = len(items[0]["text_idx"])
         idx = [it["text_idx"][k] for k in range(n_cols) for it in items]
         seqs = [self.dataset.token_ids[j] for j in idx]
-        batch = pad_sequences(seqs, self.pad_token_id, self.padding_side, self.pad_to)
+        pad_to = self.pad_to or padded_width(max(len(s) for s in seqs), self.multiple_of, self.maxlen)
+        batch = pad_sequences(seqs, self.pad_token_id, self.padding_side, pad_to)
         batch["text_idx"] = torch.tensor(idx, dtype=torch.long)
         if "teacher_scores" in items[0]:
             batch["teacher_scores"] = torch.tensor([it["teacher_scores"] for it in items], dtype=torch.float)
         if "label" in items[0]:
             batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.float)
         return batch
+
+
+def padded_width(longest: int, multiple_of: int | None, maxlen: int | None) -> int:
+    """The longest text rounded up to a multiple of `multiple_of`, but never past maxlen (or below longest)."""
+    if not multiple_of:
+        return longest
+    width = -(-longest // multiple_of) * multiple_of
+    return max(longest, min(width, maxlen or width))
 
 
 def pad_sequences(seqs: list[list[int]], pad_id: int, side: str = "right", pad_to: int | None = None) -> dict:

@@ -413,7 +413,8 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         train_dataset=dataset,
         eval_dataset=valid_ex,  # only checked for presence: evaluate() scores it with the encoder
         data_collator=Collator(dataset, tokenizer.pad_token_id, tokenizer.padding_side,
-                               config.maxlen if config.tokenizer_padding == "max_length" else None),
+                               config.maxlen if config.tokenizer_padding == "max_length" else None,
+                               multiple_of=config.pad_to_multiple_of, maxlen=config.maxlen),
         callbacks=[_EpochSetter(dataset), *(callbacks or [])],
         angle_config=config,
         data_format=fmt,

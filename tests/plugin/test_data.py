@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from plugin.data import (
     Collator,
@@ -10,6 +11,7 @@ from plugin.data import (
     PairDataset,
     column_prompts,
     load_examples,
+    padded_width,
     positive_threshold,
 )
 from tests.conftest import minilm_path, write_jsonl
@@ -126,3 +128,23 @@ def test_collator_stacks_columns_and_pads(data_a, tokenizer, side):
     assert lengths == [len(ds.token_ids[i]) for i in batch["text_idx"].tolist()]
     edge = batch["attention_mask"][:, -1 if side == "left" else 0]
     assert edge.all()  # real tokens sit on the side opposite the padding
+
+
+@pytest.mark.parametrize(("longest", "multiple", "maxlen", "width"), [
+    (13, None, 64, 13), (13, 8, 64, 16), (16, 8, 64, 16), (61, 8, 64, 64), (61, 8, 62, 62), (70, 8, 64, 70),
+])
+def test_padded_width(longest, multiple, maxlen, width):
+    # (70, 8, 64): a text longer than maxlen (never produced: texts are truncated) is not cut by padding.
+    assert padded_width(longest, multiple, maxlen) == width
+
+
+def test_collator_pads_to_a_multiple_without_changing_the_tokens(data_a, tokenizer):
+    ex = load_examples(str(data_a))
+    ds = PairDataset(ex, tokenizer, 32, column_prompts("A", None, None, None), seed=0)
+    items = [ds[0], ds[1], ds[2]]
+    plain = Collator(ds, tokenizer.pad_token_id)(items)
+    rounded = Collator(ds, tokenizer.pad_token_id, multiple_of=8, maxlen=32)(items)
+    width = plain["input_ids"].shape[1]
+    assert rounded["input_ids"].shape[1] == -(-width // 8) * 8
+    assert torch.equal(rounded["input_ids"][:, :width], plain["input_ids"])
+    assert torch.equal(rounded["attention_mask"].sum(1), plain["attention_mask"].sum(1))
