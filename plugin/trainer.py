@@ -35,6 +35,7 @@ from .data import (
     positive_threshold,
 )
 from .distributed import gather_batch, loss_scale, world_size
+from .ema import WeightEMA
 from .evaluate import PRIMARY_METRIC, evaluate
 from .export import model_card, save_model, write_json
 from .gradcache import gradcache_step, split_rows
@@ -266,7 +267,8 @@ def _is_main_process() -> bool:
 
 def _training_args(config: TrainConfig, has_valid: bool, primary: str) -> TrainingArguments:
     evaluating = has_valid and config.eval_strategy != "no"
-    keep_best = evaluating and config.save_strategy == config.eval_strategy and (
+    # The weight average (ema_decay) is what gets saved: no best checkpoint to reload.
+    keep_best = evaluating and not config.ema_decay and config.save_strategy == config.eval_strategy and (
         config.save_strategy == "epoch" or config.save_steps % config.eval_steps == 0)
     if config.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", config.wandb_project)
@@ -407,6 +409,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
                                    precision=precision, convert_to_numpy=False, show_progress_bar=False)
         metrics["teacher_encode_seconds"] = time.perf_counter() - t0
 
+    ema = WeightEMA(model, config.ema_decay, resume) if config.ema_decay else None
     trainer = AnglETrainer(
         model=model,
         args=_training_args(config, valid_ex is not None, primary),
@@ -415,7 +418,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         data_collator=Collator(dataset, tokenizer.pad_token_id, tokenizer.padding_side,
                                config.maxlen if config.tokenizer_padding == "max_length" else None,
                                multiple_of=config.pad_to_multiple_of, maxlen=config.maxlen),
-        callbacks=[_EpochSetter(dataset), *(callbacks or [])],
+        callbacks=[_EpochSetter(dataset), *([ema] if ema else []), *(callbacks or [])],
         angle_config=config,
         data_format=fmt,
         positive_label=thr,
@@ -440,6 +443,9 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     model.zero_grad(set_to_none=True)
     if trainer.optimizer is not None:
         trainer.optimizer.state.clear()
+    if ema is not None:
+        log.info("EMA: %d weight tensors set to their moving average (decay %g)", ema.apply(), config.ema_decay)
+        ema.shadow.clear()
     if config.wise_alpha < 1.0:
         # WiSE-FT: the starting weights are read again from disk (not kept in memory during training).
         start = load_backbone(config.model_name_or_path, config.torch_dtype).state_dict()
