@@ -80,7 +80,9 @@ class TrainConfig(BaseModel):
     pad_to_multiple_of: int | None = Field(
         None, ge=1, le=512,
         description="With longest padding, round each batch's width up to a multiple of this (never past maxlen). "
-        "Fewer distinct batch shapes: oneDNN (CPU bf16) and CUDA kernels cache one plan per shape.",
+        "Fewer distinct batch shapes: oneDNN (CPU bf16) and CUDA kernels cache one plan per shape. None: 8 under "
+        "bf16/fp16 (MiniLM, CPU bf16: peak 2.01 -> 1.71 GB at the same speed), 1 (no rounding) in fp32, where "
+        "the extra padding is only extra work.",
         json_schema_extra={"group": "Model & pooling"},
     )
     tokenizer_padding_side: Literal["left", "right"] | None = Field(
@@ -453,6 +455,12 @@ class TrainConfig(BaseModel):
     @property
     def effective_dataset_seed(self) -> int:
         return self.seed if self.dataset_seed is None else self.dataset_seed
+
+    @property
+    def effective_pad_multiple(self) -> int:
+        if self.pad_to_multiple_of is not None:
+            return self.pad_to_multiple_of
+        return 8 if self.bf16 or self.fp16 else 1
 
     @property
     def reporters(self) -> list[str]:

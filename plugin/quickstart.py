@@ -34,9 +34,6 @@ RECOMMENDED_A: dict[str, Any] = {
     # (CLASSIC test 86.90 -> 87.01, SHORT 86.58 -> 86.59), no gradients or Adam state for it
     # (about 0.14 GB less peak memory) and faster steps.
     "freeze_embeddings": True,
-    # Batch widths rounded up to 8 tokens: 8 shapes instead of 64 at maxlen 64, so oneDNN's bf16
-    # primitive cache (one entry per shape) stays small: SHORT bf16 peak 2.01 -> 1.71 GB, same speed.
-    "pad_to_multiple_of": 8,
     "maxlen": 64,
     "batch_size": 32,
     "epochs": 1,

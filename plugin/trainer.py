@@ -417,7 +417,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         eval_dataset=valid_ex,  # only checked for presence: evaluate() scores it with the encoder
         data_collator=Collator(dataset, tokenizer.pad_token_id, tokenizer.padding_side,
                                config.maxlen if config.tokenizer_padding == "max_length" else None,
-                               multiple_of=config.pad_to_multiple_of, maxlen=config.maxlen),
+                               multiple_of=config.effective_pad_multiple, maxlen=config.maxlen),
         callbacks=[_EpochSetter(dataset), *([ema] if ema else []), *(callbacks or [])],
         angle_config=config,
         data_format=fmt,

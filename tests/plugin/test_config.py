@@ -84,3 +84,11 @@ def test_docs_config_md_is_current():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
     assert doc.read_text() == config_markdown(), "regenerate docs/config.md (command in config_markdown's docstring)"
+
+
+@pytest.mark.parametrize(("extra", "multiple"), [
+    ({}, 1), ({"bf16": True}, 8), ({"fp16": True}, 8), ({"bf16": True, "pad_to_multiple_of": 1}, 1),
+    ({"pad_to_multiple_of": 16}, 16),
+])
+def test_pad_multiple_defaults_to_8_under_mixed_precision_only(extra, multiple):
+    assert TrainConfig(train_name_or_path="x.jsonl", **extra).effective_pad_multiple == multiple
