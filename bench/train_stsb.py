@@ -218,11 +218,11 @@ def recipe_text(system: str, budget: str) -> str:
         warm = f"warmup {r.get('warmup_ratio', 0):.0%}" if r.get("warmup_ratio") else f"warmup {r.get('warmup_steps', 0)} st"
         losses = ", ".join(f"{k[:-2]} {r[k]:g}" for k in ("cosine_w", "ibn_w", "angle_w") if r.get(k))
         dropout = f", dropout {r['backbone_dropout']:g}" if r.get("backbone_dropout") is not None else ""
-        frozen = ", embeddings frozen" if r.get("freeze_embeddings") else ""
+        extras = ", embeddings frozen" if r.get("freeze_embeddings") else ""
+        extras += f", WiSE-FT {r['wise_alpha']:g}" if r.get("wise_alpha", 1.0) < 1.0 else ""
         # TrainConfig's default pads to a multiple of 8 under bf16/fp16 (fewer shapes for oneDNN's cache).
-        frozen += ", bf16 (pad to x8)" if system == "ours_bf16" else ""
-        frozen += f", WiSE-FT {r['wise_alpha']:g}" if r.get("wise_alpha", 1.0) < 1.0 else ""
-        return f"{head}, lr {r['learning_rate']:g}, {warm}, {losses}{dropout}{frozen}"
+        extras += ", bf16 (pad to x8)" if system == "ours_bf16" else ""
+        return f"{head}, lr {r['learning_rate']:g}, {warm}, {losses}{dropout}{extras}"
     r = PEER_RECIPES[system]
     if system.startswith("angle_emb"):
         return f"{head}, lr {r['lr']:g}, warmup {r['warmup_steps']}, cosine 1, ibn 1, angle 0.02"
