@@ -219,6 +219,7 @@ def recipe_text(system: str, budget: str) -> str:
         losses = ", ".join(f"{k[:-2]} {r[k]:g}" for k in ("cosine_w", "ibn_w", "angle_w") if r.get(k))
         dropout = f", dropout {r['backbone_dropout']:g}" if r.get("backbone_dropout") is not None else ""
         extras = ", embeddings frozen" if r.get("freeze_embeddings") else ""
+        extras += f", EMA {r['ema_decay']:g}" if r.get("ema_decay") else ""
         extras += f", WiSE-FT {r['wise_alpha']:g}" if r.get("wise_alpha", 1.0) < 1.0 else ""
         # TrainConfig's default pads to a multiple of 8 under bf16/fp16 (fewer shapes for oneDNN's cache).
         extras += ", bf16 (pad to x8)" if system == "ours_bf16" else ""
