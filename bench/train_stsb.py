@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     write_json,
 )
 
+from plugin.config import TrainConfig  # noqa: E402
 from plugin.quickstart import MULTI_EPOCH_A, RECOMMENDED_A  # noqa: E402
 
 MODEL = minilm_path()
@@ -221,8 +222,11 @@ def recipe_text(system: str, budget: str) -> str:
         extras = ", embeddings frozen" if r.get("freeze_embeddings") else ""
         extras += f", EMA {r['ema_decay']:g}" if r.get("ema_decay") else ""
         extras += f", WiSE-FT {r['wise_alpha']:g}" if r.get("wise_alpha", 1.0) < 1.0 else ""
-        # TrainConfig's default pads to a multiple of 8 under bf16/fp16 (fewer shapes for oneDNN's cache).
-        extras += ", bf16 (pad to x8)" if system == "ours_bf16" else ""
+        bf16 = system == "ours_bf16"
+        # The padding multiple is TrainConfig's own default for this precision (8 under bf16, 1 in fp32).
+        pad = TrainConfig(**r, bf16=bf16).effective_pad_multiple
+        extras += ", bf16" if bf16 else ""
+        extras += f" (pad to x{pad})" if pad > 1 else ""
         return f"{head}, lr {r['learning_rate']:g}, {warm}, {losses}{dropout}{extras}"
     r = PEER_RECIPES[system]
     if system.startswith("angle_emb"):
