@@ -69,6 +69,8 @@ def main() -> int:
         if not sep:
             p.error(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = _value(value)
+    if args.wise and overrides.get("apply_lora"):
+        p.error("--wise averages full weights, but apply_lora saves an adapter folder: pass --wise ''")
     save_dir = Path(tempfile.mkdtemp(prefix="recipe-trial-"))
     config = {**OUR_RECIPES[args.budget], "save_dir": str(save_dir), **overrides}
     if args.max_pairs:
