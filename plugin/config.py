@@ -320,7 +320,7 @@ class TrainConfig(BaseModel):
         1.0, gt=0.0, le=1.0,
         description="WiSE-FT (Wortsman et al., arXiv 2109.01903): after training, every weight becomes "
         "wise_alpha * tuned + (1 - wise_alpha) * starting, the model that is scored and saved. 1 turns it off. "
-        "STS-B, 4 epochs: 0.85 gave +0.2 test Spearman with 10% warmup, nothing with 30% warmup and ema_decay "
+        "STS-B, 4 epochs: 0.85 gave +0.2 test Spearman with 10% warmup, no gain with 30% warmup and ema_decay "
         "(the recommended multi-epoch recipe); after 1 epoch it costs.",
         json_schema_extra={"group": "Training"},
     )
