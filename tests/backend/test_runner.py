@@ -21,6 +21,7 @@ from backend.runner import JobRunner, build_command, validate
 from backend.settings import Settings
 from backend.tlab import split_input
 from plugin.config import TrainConfig
+from plugin.trainer import last_complete_checkpoint
 
 from .conftest import main_py, run_main, wait_for
 
@@ -163,7 +164,12 @@ def test_kill9_worker_and_trainer_then_resume_from_checkpoint(tiny_config, lab_e
         killed = jobs.get_job(engine, job_id)
         assert killed.status == "RUNNING"  # nobody is left to say otherwise: the row alone shows the crash
         seen = len(killed.job_data["loss_history"])
-        ckpt_step = int(Path(killed.job_data["last_checkpoint"]).name.split("-")[1])
+        # The resume takes the newest complete checkpoint on disk. The row can name an older one: the
+        # kill may land after a checkpoint's trainer_state.json is written but before its row write.
+        ckpt_row = int(Path(killed.job_data["last_checkpoint"]).name.split("-")[1])
+        ckpt = last_complete_checkpoint(Path(tiny_config["save_dir"]) / "checkpoints")
+        ckpt_step = int(Path(ckpt).name.split("-")[1])
+        assert ckpt_step >= ckpt_row
         worker = main_py(["worker"], lab_env)
         wait_for(lambda: jobs.get_job(engine, job_id).status in ("COMPLETE", "FAILED"), 180, "the resumed run to end")
     finally:
