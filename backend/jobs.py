@@ -12,12 +12,13 @@ never lose each other's keys.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, case, func, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -25,6 +26,7 @@ from backend.db import read_session, write_session
 from backend.models import ACTIVE, FINAL, JOB_TYPE_TRAIN, Job, JobCreate, JobStatus, utcnow
 
 HISTORY_LIMIT = 500  # entries kept per appended list in job_data (eval history, loss curve)
+LEFTOVER_SKIP_MAX = 1000  # ids skipped at most past leftover job-N folders before one is used anyway
 DEFAULT_MAX_ATTEMPTS = 3
 # Per-attempt keys: dropped when a job goes back to the queue so the next attempt starts clean.
 ATTEMPT_KEYS = ("stop", "error", "traceback", "errors", "result", "child", "exit_code", "phase", "eta_s")
@@ -94,15 +96,31 @@ def _insert(engine: Engine, config: dict[str, Any], launch: dict[str, Any], runs
             job_type: str, job_data: dict[str, Any] | None) -> Job:
     with write_session(engine) as s:
         now = utcnow()
-        job = Job(type=job_type, status=JobStatus.QUEUED.value, config=config, launch=launch,
-                  job_data=dict(job_data or {}), created_at=now, updated_at=now)
-        s.add(job)
-        s.flush()  # assigns the id the default output folder is named after
-        assert job.id is not None
-        job.config = _default_save_dir(config, job.id, runs_dir, explicit)
+        for _ in range(LEFTOVER_SKIP_MAX):
+            job = Job(type=job_type, status=JobStatus.QUEUED.value, config=config, launch=launch,
+                      job_data=dict(job_data or {}), created_at=now, updated_at=now)
+            s.add(job)
+            s.flush()  # assigns the id the default output folder is named after
+            assert job.id is not None
+            job.config = _default_save_dir(config, job.id, runs_dir, explicit)
+            if explicit or not Path(job.config["save_dir"]).exists():
+                break
+            # A job-N folder no row owns (the database was reset, or a row deleted before ids stayed unique):
+            # a new job must not inherit its files, so this id is skipped (ids only grow, on both databases).
+            s.delete(job)
+            s.flush()
         _check_save_dir_free(s, job)
         s.add(job)
     return job
+
+
+def _save_dir_of(s: Session) -> ColumnElement[Any]:
+    """config.save_dir in SQL. On SQLite only where the stored JSON is standard: a row written before NaN was
+    refused (`NaN`, `Infinity`) would make json_extract fail the whole query."""
+    expr = Job.config["save_dir"].as_string()  # type: ignore[index]
+    if s.get_bind().dialect.name == "sqlite":
+        return case((func.json_valid(Job.config) == 1, expr), else_=None)
+    return expr
 
 
 def _check_save_dir_free(s: Session, job: Job) -> None:
@@ -110,7 +128,7 @@ def _check_save_dir_free(s: Session, job: Job) -> None:
     # Compared in SQL (JSON path), not by loading every live row: a queue of N jobs made each insert O(N).
     other = s.exec(select(Job.id, Job.status).where(
         Job.id != job.id, Job.status.in_(_values((JobStatus.QUEUED, *ACTIVE))),
-        Job.config["save_dir"].as_string() == job.config["save_dir"],  # type: ignore[index]
+        _save_dir_of(s) == job.config["save_dir"],
     )).first()
     if other is not None:
         raise JobStateError(
@@ -319,13 +337,34 @@ def retry(engine: Engine, job_id: int) -> Job:
         return job
 
 
-def delete_job(engine: Engine, job_id: int) -> None:
-    """Remove a job row that is not running (its output folder stays on disk)."""
+def delete_job(engine: Engine, job_id: int, runs_dir: Path | None = None) -> None:
+    """Remove a job row that is not running. With `runs_dir`, its output folder goes too when it lies inside
+    that folder and no other job's output is in it (folders elsewhere are the user's own and stay)."""
     with write_session(engine) as s:
         job = _locked(s, job_id)
         if job.status in _values(ACTIVE):
             raise JobStateError(f"job {job_id} is {job.status}: stop it before deleting it")
         s.delete(job)
+        folder = _own_run_folder(s, job, runs_dir) if runs_dir is not None else None
+    if folder is not None:  # after the commit: a failed delete must not have removed files
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _own_run_folder(s: Session, job: Job, runs_dir: Path) -> Path | None:
+    save_dir = job.config.get("save_dir")
+    if not isinstance(save_dir, str) or not save_dir:
+        return None
+    try:
+        folder, root = Path(save_dir).resolve(), runs_dir.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if folder == root or not folder.is_relative_to(root) or not folder.is_dir():
+        return None
+    path = _save_dir_of(s)
+    shared = s.exec(select(Job.id).where(Job.id != job.id, or_(
+        path == save_dir, path == str(folder), path.startswith(str(folder) + "/", autoescape=True),
+    )).limit(1)).first()
+    return None if shared is not None else folder
 
 
 def stale_jobs(engine: Engine, older_than_s: float) -> list[Job]:

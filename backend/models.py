@@ -37,6 +37,18 @@ FINAL = (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.STOPPED)
 JOB_TYPE_TRAIN = "TRAIN"  # Transformer Lab's type for trainer plugins
 
 
+def check_text(value: str | None, allowed: str = "") -> None:
+    """Refuse NUL, other control characters and lone surrogates (no UTF-8 encoder takes them): text reaches
+    file systems, the database and JSON responses. `allowed`: control characters the field may hold."""
+    if value is None or value.isprintable():  # the fast path; isprintable is also False for the odd spaces below
+        return
+    for ch in value:
+        code = ord(ch)
+        if (code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000) and ch not in allowed:
+            kind = "a lone surrogate" if code >= 0xD800 else "a control character"
+            raise ValueError(f"contains {kind} (U+{code:04X})")
+
+
 def utcnow() -> datetime:
     """Naive UTC: SQLite drops tzinfo anyway, so every timestamp is naive UTC on both backends."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -44,8 +56,8 @@ def utcnow() -> datetime:
 
 class Job(SQLModel, table=True):
     __tablename__ = "job"
-    # The claim query: oldest QUEUED first.
-    __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
+    # The claim query: oldest QUEUED first. AUTOINCREMENT: an id is never reused (PostgreSQL: a sequence).
+    __table_args__ = (Index("ix_job_status_created", "status", "created_at"), {"sqlite_autoincrement": True})
 
     id: int | None = Field(default=None, primary_key=True)
     type: str = Field(default=JOB_TYPE_TRAIN, max_length=32)
@@ -66,7 +78,7 @@ class Job(SQLModel, table=True):
 class LaunchOptions(BaseModel):
     """How the runner starts the trainer; none of these change what is trained."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_processes: int = PField(1, ge=1, le=64, description="Processes `accelerate launch` starts (data parallel).")
     mixed_precision: Literal["no", "fp16", "bf16"] = PField("no", description="accelerate launch --mixed_precision.")
@@ -83,6 +95,7 @@ class LaunchOptions(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         # Form hosts send "" for an untouched text box.
+        check_text(value)
         return value or None
 
 
@@ -164,6 +177,7 @@ class Template(SQLModel, table=True):
     """A saved job recipe: queue it again and again, with overrides."""
 
     __tablename__ = "job_template"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, unique=True, index=True)
@@ -182,6 +196,18 @@ class TemplateCreate(BaseModel):
     description: str = PField("", max_length=2000)
     config: TrainConfig
     launch: LaunchOptions = PField(default_factory=LaunchOptions)
+
+    @field_validator("name")
+    @classmethod
+    def _name_text(cls, value: str) -> str:
+        check_text(value)
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description_text(cls, value: str) -> str:
+        check_text(value, allowed="\t\n\r")
+        return value
 
 
 class TemplatePublic(SQLModel):

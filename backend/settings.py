@@ -9,13 +9,19 @@ environment rather than argv so a PostgreSQL password never shows in `ps`.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Lists from the environment: a JSON list or comma-separated ("a,b"); NoDecode lets _split see the raw text.
+PathList = Annotated[list[Path], NoDecode]
+TextList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -45,15 +51,42 @@ class Settings(BaseSettings):
     kill_grace_s: float = Field(15.0, ge=0, description="After SIGTERM, seconds before SIGKILL goes to the process group.")
     api_token: str | None = Field(
         None, description="Bearer token the HTTP API requires on every route but /health; None: no token "
-        "(then `main.py serve` only binds to loopback).",
+        "(then `main.py serve` only binds to loopback and answers only loopback Host names and same-origin writes).",
     )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body the HTTP API accepts (413 above).")
+    data_roots: PathList = Field(
+        default_factory=list, description="Folders besides <data_dir>/datasets whose files API callers may train "
+        "on (data, models, tokenizers, teachers, accelerate configs), e.g. ../shared/data. Relative to the "
+        "project folder, where the trainer runs.",
+    )
+    output_roots: PathList = Field(
+        default_factory=list, description="Folders besides <data_dir>/runs an API caller's config.save_dir may be "
+        "inside. Relative to the project folder.",
+    )
+    allowed_hosts: TextList = Field(
+        default_factory=list, description="Host header values a tokenless server answers besides the loopback ones "
+        "(127.0.0.1, localhost, [::1] on the bound port), e.g. localhost:9000 behind an ssh tunnel; * allows any.",
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         # A relative data_dir would mean different folders for processes started in different cwds.
         return value.expanduser().resolve()
+
+    @field_validator("data_roots", "output_roots", "allowed_hosts", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("data_roots", "output_roots")
+    @classmethod
+    def _roots_absolute(cls, value: list[Path]) -> list[Path]:
+        # Relative to the project folder: the trainer runs there, so that is where a job's relative paths point.
+        return [(REPO_ROOT / v.expanduser()).resolve() for v in value]
 
     @property
     def db_url(self) -> str:
@@ -62,6 +95,21 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def all_output_roots(self) -> list[Path]:
+        """Where an API caller's job may write: the runs dir first, then the operator's roots."""
+        return [self.runs_dir.resolve(), *self.output_roots]
+
+    @property
+    def all_data_roots(self) -> list[Path]:
+        """Where an API caller's input paths may point: the datasets folder, the operator's roots, and the output
+        roots (a model or checkpoint from an earlier job)."""
+        return [self.datasets_dir.resolve(), *self.data_roots, *self.all_output_roots]
 
 
 @lru_cache

@@ -150,7 +150,8 @@ def main() -> int:
               "maxlen": 32, "evaluate_before_training": False, "eval_strategy": "no", "save_strategy": "no",
               "logging_steps": 10}
     port = _port()
-    env = {**os.environ, "ANGLE_LAB_DATA_DIR": str(tmp / "lab"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    env = {**os.environ, "ANGLE_LAB_DATA_DIR": str(tmp / "lab"), "ANGLE_LAB_DATA_ROOTS": str(tmp),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("ANGLE_LAB_API_TOKEN", None)
     env.pop("ANGLE_LAB_DATABASE_URL", None)

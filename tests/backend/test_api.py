@@ -39,7 +39,9 @@ class Server:
                "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
                "TOKENIZERS_PARALLELISM": "false", "ANGLE_LAB_POLL_INTERVAL_S": "0.2",
                "ANGLE_LAB_PROGRESS_INTERVAL_S": "0.2", "ANGLE_LAB_STOP_POLL_S": "0.1",
-               "ANGLE_LAB_HEARTBEAT_INTERVAL_S": "0.5", "ANGLE_LAB_KILL_GRACE_S": "5"}
+               "ANGLE_LAB_HEARTBEAT_INTERVAL_S": "0.5", "ANGLE_LAB_KILL_GRACE_S": "5",
+               # API callers read only under the data roots: pytest's temp folder holds the tests' data and models.
+               "ANGLE_LAB_DATA_ROOTS": str(base.parent)}
         for key in ("ANGLE_LAB_DATABASE_URL", "ANGLE_LAB_API_TOKEN"):  # from the caller's shell, never wanted here
             env.pop(key, None)
         env.update(extra_env or {})
@@ -208,7 +210,7 @@ def fixtures_for_bad_input(api: Server, config: dict[str, Any], base: Path) -> d
     c = api.client
     stopped = c.post("/jobs", json={"config": config}).json()["id"]
     assert c.post(f"/jobs/{stopped}/stop").json()["status"] == "STOPPED"
-    out = base / "art-out"
+    out = base / "lab" / "runs" / "art-out"  # a job writes only in the runs dir (or an output root)
     (out / "sub").mkdir(parents=True)
     (out / "sub" / "ok.txt").write_text("inside")
     (base / "secret.txt").write_text("outside")
