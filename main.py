@@ -4,7 +4,8 @@
     python main.py queue --config job.json         # add a job to the queue, print its id
     python main.py worker                          # run queued jobs (recovers crashed ones)
     python main.py --job_id 7 [--db URL]           # run one QUEUED job in the foreground
-    python main.py --input_file plugin_input.json  # Transformer Lab's plugin convention
+    python main.py --input_file plugin_input.json  # a Transformer Lab input file, run into our jobs table
+    plugin_harness.py --plugin_dir . --input_file F # inside Transformer Lab (backend/tlab_plugin.py)
     python main.py status [--job_id 7]             # show jobs
     python main.py stop --job_id 7                 # checkpoint and stop a job
     python main.py serve [--host 127.0.0.1 --port 8000]  # HTTP API + worker (see backend/api.py)
@@ -75,7 +76,9 @@ def _line(job: Any) -> str:
     if d.get("max_steps"):
         parts.append(f"step {d.get('step', 0)}/{d['max_steps']}")
     if isinstance(d.get("loss"), int | float):
-        parts.append(f"loss {d['loss']:.4f}")
+        # The loss is logged every few steps on long runs: say which step it is from when that is not this one.
+        at = d.get("loss_step")
+        parts.append(f"loss {d['loss']:.4f}" + (f" (step {at})" if at is not None and at != d.get("step") else ""))
     if d.get("eta_s") is not None:
         parts.append(f"eta {d['eta_s']:.0f}s")
     if d.get("phase") and job.status in ("RUNNING", "STOPPING"):
@@ -286,6 +289,20 @@ def cmd_input_file(args: argparse.Namespace) -> int:
     return run_foreground(engine, job.id, args.quiet)
 
 
+def cmd_tlab_plugin() -> int:
+    """Transformer Lab's harness called main.main() (TL <= 0.30): report through TL's SDK, exit non-zero on failure.
+
+    The harness discards main()'s return value, so the exit code is raised here.
+    """
+    from backend.tlab_plugin import run
+
+    _logging()
+    rc = run()
+    if rc:
+        raise SystemExit(rc)
+    return 0
+
+
 def cmd_train(rest: list[str]) -> int:
     from plugin.cli import main as train_main
 
@@ -300,39 +317,52 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Each flag's help shows its type and default; queue/quickstart's --help also lists the TrainConfig flags
+    # they pass through. (plugin.cli costs pydantic only, which every command imports anyway.)
+    from plugin.cli import FlagHelpFormatter, TrainFlagsHelp
+
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("run-job", help="run one QUEUED job in the foreground")
-    p.add_argument("--job_id", type=int, required=True)
+                                     formatter_class=FlagHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    def command(name: str, text: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=FlagHelpFormatter, **kw)
+
+    p = command("run-job", "run one QUEUED job in the foreground")
+    p.add_argument("--job_id", type=int, required=True, help="the job to run")
     _common(p)
-    p = sub.add_parser("train-job", help="internal: one rank of a job, started by accelerate launch")
-    p.add_argument("--job_id", type=int, required=True)
+    p = command("train-job", "internal: one rank of a job, started by accelerate launch")
+    p.add_argument("--job_id", type=int, required=True, help="the job this rank trains")
     _common(p)
-    p = sub.add_parser("worker", help="claim and run QUEUED jobs")
-    p.add_argument("--max_concurrent_jobs", "--max-concurrent-jobs", type=int, default=None)
+    p = command("worker", "claim and run QUEUED jobs")
+    p.add_argument("--max_concurrent_jobs", "--max-concurrent-jobs", type=int, default=None,
+                   help="jobs run at once (default: ANGLE_LAB_MAX_CONCURRENT_JOBS, else 1)")
     p.add_argument("--exit_when_idle", "--exit-when-idle", action="store_true", help="exit once the queue is empty")
     _common(p)
-    p = sub.add_parser("queue", help="queue a job; TrainConfig flags as in python -m plugin.train")
-    p.add_argument("--launch", help="JSON file with launch options (num_processes, mixed_precision, ...)")
+    for name, text in (("queue", "queue a job; TrainConfig flags as in python -m plugin.train"),
+                       ("quickstart", "queue the default job (MiniLM on STS-B, 1 epoch), run it, show the model; "
+                                      "TrainConfig flags override its config")):
+        p = command(name, text, add_help=False)
+        p.add_argument("-h", "--help", action=TrainFlagsHelp)
+        p.add_argument("--launch", metavar="FILE.json",
+                       help="JSON file with launch options (num_processes, mixed_precision, ...)")
+        _common(p)
+    p = command("status", "list jobs, or show one")
+    p.add_argument("--job_id", type=int, help="show this job's whole row as JSON (default: list the newest jobs)")
+    p.add_argument("--limit", type=int, default=20, help="jobs listed")
     _common(p)
-    p = sub.add_parser("quickstart", help="queue the default job (MiniLM on STS-B, 1 epoch), run it, show the model")
-    p.add_argument("--launch", help="JSON file with launch options")
+    p = command("stop", "ask a job to checkpoint and stop")
+    p.add_argument("--job_id", type=int, required=True, help="the job to stop")
     _common(p)
-    p = sub.add_parser("status", help="list jobs, or show one")
-    p.add_argument("--job_id", type=int)
-    p.add_argument("--limit", type=int, default=20)
-    _common(p)
-    p = sub.add_parser("stop", help="ask a job to checkpoint and stop")
-    p.add_argument("--job_id", type=int, required=True)
-    _common(p)
-    p = sub.add_parser("serve", help="HTTP API with the worker inside (jobs run end to end)")
+    p = command("serve", "HTTP API with the worker inside (jobs run end to end)")
     p.add_argument("--host", default="127.0.0.1", help="bind address; non-loopback needs ANGLE_LAB_API_TOKEN")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--no-worker", "--no_worker", dest="no_worker", action="store_true",
                    help="API only; run `main.py worker` elsewhere")
     _common(p)
-    sub.add_parser("train", help="train directly without a job (python -m plugin.train)", add_help=False)
+    # `main.py train ...` is routed to plugin.cli before parsing, so `main.py train --help` is its help.
+    sub.add_parser("train", help="train directly without a job (python -m plugin.train; see train --help)",
+                   add_help=False)
     return parser
 
 
@@ -348,6 +378,8 @@ def legacy_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--plugin_dir" in argv or any(a.startswith("--plugin_dir=") for a in argv):
+        return cmd_tlab_plugin()  # TL's plugin_harness.py: its flags are read by TL's own SDK
     subcommands = {"run-job", "train-job", "worker", "queue", "quickstart", "status", "stop", "train", "serve"}
     if argv and argv[0] not in subcommands and any(a.split("=")[0] in ("--job_id", "--input_file") for a in argv):
         args, unknown = legacy_parser().parse_known_args(argv)

@@ -174,6 +174,8 @@ class JobProgressCallback(TrainerCallback):
             if key in logs:
                 self._pending[name] = logs[key]
         if "loss" in logs:
+            # Which step the latest loss is from: progress is written each step, the loss only when logged.
+            self._pending["loss_step"] = state.global_step
             entry = {"step": state.global_step, "loss": logs["loss"]}
             if "learning_rate" in logs:  # the lab page charts both from this one history
                 entry["learning_rate"] = logs["learning_rate"]

@@ -20,6 +20,10 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 PoolingStrategy = Literal["cls", "cls_avg", "mean", "max", "last"]
 POOLING_ALIASES = {"avg": "mean"}
+# Optional choices whose None is also spelled "none" (see TrainConfig._none_choice).
+NONE_CHOICE = "none"
+NONE_CHOICE_FIELDS = ("tokenizer_padding_side", "attn_implementation", "torch_dtype", "teacher_pooling_strategy",
+                      "billm_model_class")
 
 # Loss weights and temperatures: non-negative weights, strictly positive temperatures.
 Weight = Annotated[float, Field(ge=0.0)]
@@ -49,7 +53,7 @@ def _parse_rename_mapping(value: Any) -> Any:
 class TrainConfig(BaseModel):
     """Every parameter of one AnglE training run. Unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
     # ---------------------------------------------------------------- model
     model_name_or_path: str = Field(
@@ -205,6 +209,24 @@ class TrainConfig(BaseModel):
         2, ge=2,
         description="Format C: documents per query, 1 positive + (train_group_size - 1) negatives sampled "
         "each epoch from list-valued negatives (FlagEmbedding's name).",
+        json_schema_extra={"group": "Data"},
+    )
+    mine_hard_negatives: bool = Field(
+        False,
+        description="Before training, mine hard negatives for every training query with the starting model, so "
+        "format B (or BEIR) data trains as format C: each query's negatives are sampled from ranks "
+        "mine_range_for_sampling of the pool (a BEIR folder's corpus, else every positive of the data), never its "
+        "positives. Mined once, kept in save_dir/checkpoints for resumes.",
+        json_schema_extra={"group": "Data"},
+    )
+    mine_range_for_sampling: str = Field(
+        "10-210",
+        description="Mining: sample from these ranks, 0-based, end excluded; skipping the top ranks avoids "
+        "unlabelled positives (FlagEmbedding's --range_for_sampling).",
+        json_schema_extra={"group": "Data"},
+    )
+    mine_negative_number: int = Field(
+        15, ge=1, description="Mining: negatives kept per query (train_group_size - 1 are sampled each epoch).",
         json_schema_extra={"group": "Data"},
     )
 
@@ -394,6 +416,13 @@ class TrainConfig(BaseModel):
     def _pooling_alias(cls, value: Any) -> Any:
         return POOLING_ALIASES.get(value, value) if isinstance(value, str) else value
 
+    @field_validator(*NONE_CHOICE_FIELDS, mode="before")
+    @classmethod
+    def _none_choice(cls, value: Any) -> Any:
+        # A host form's select cannot submit null (Transformer Lab sends its first option), so these
+        # optional choices carry an explicit "none" option that means None (the manifest lists it first).
+        return None if isinstance(value, str) and value.strip().lower() == NONE_CHOICE else value
+
     @field_validator("column_rename_mapping", mode="before")
     @classmethod
     def _rename_mapping(cls, value: Any) -> Any:
@@ -424,6 +453,19 @@ class TrainConfig(BaseModel):
         if any(a <= b for a, b in zip(value, value[1:], strict=False)):
             raise ValueError(f"matryoshka_dims must be strictly descending, got {value}")
         return value
+
+    @field_validator("mine_range_for_sampling")
+    @classmethod
+    def _mine_range(cls, value: str) -> str:
+        parts = value.replace(" ", "").split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) >= int(parts[1]):
+            raise ValueError(f"mine_range_for_sampling must look like 10-210 (start < end, 0-based), got {value!r}")
+        return "-".join(parts)
+
+    @property
+    def mine_range(self) -> tuple[int, int]:
+        lo, hi = self.mine_range_for_sampling.split("-")
+        return int(lo), int(hi)
 
     @field_validator("text_prompt", "query_prompt", "doc_prompt")
     @classmethod
@@ -470,6 +512,27 @@ class TrainConfig(BaseModel):
         if self.wandb_project and "wandb" not in out:
             out.append("wandb")
         return out
+
+    @field_validator("*")
+    @classmethod
+    def _printable_text(cls, value: Any, info: Any) -> Any:
+        # Text reaches file systems, databases and JSON responses: NUL, other control characters and lone
+        # surrogates (no UTF-8 encoder takes them) are refused here rather than failing there. Prompts may span lines.
+        allowed = "\t\n\r" if info.field_name.endswith("_prompt") else ""
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack += [*item.keys(), *item.values()]
+            elif isinstance(item, list | tuple):
+                stack += item
+            elif isinstance(item, str) and not item.isprintable():  # isprintable: the fast path
+                for ch in item:
+                    code = ord(ch)
+                    if (code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000) and ch not in allowed:
+                        kind = "a lone surrogate" if code >= 0xD800 else "a control character"
+                        raise ValueError(f"contains {kind} (U+{code:04X})")
+        return value
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -48,6 +48,9 @@ class Examples:
     sources: list[str] = field(default_factory=list)
     # Format C with FlagEmbedding's pos_scores/neg_scores: scores[col][i][j] is the teacher's score of texts[col][i][j].
     scores: dict[str, list[list[float]]] | None = None
+    # Read from a BEIR folder (plugin/beir.py): the split's corpus, queries and qrels, so evaluation ranks the
+    # whole corpus and mining draws from it. texts then hold one format B row per relevant pair.
+    beir: Any = None
 
     def __len__(self) -> int:
         return len(next(iter(self.texts.values())))
@@ -132,8 +135,14 @@ def _load_hub(name: str, subset: str | None, split: str) -> list[dict[str, Any]]
 def read_source(name_or_path: str, subset: str | None = None, split: str = "train") -> list[tuple[str, list[dict]]]:
     """Rows grouped by file: [(label for messages, rows)]. Folders give one entry per data file."""
     path = Path(name_or_path).expanduser()
+    from .beir import is_beir_dir
+
+    if is_beir_dir(path):  # corpus.jsonl + queries.jsonl + qrels/<split>.tsv: one format B row per relevant pair
+        return [_beir_rows(path, split)]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
+        # index.json is a dataset folder's metadata in Transformer Lab (workspace/datasets/<id>), not rows.
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES
+                       and p.name != "index.json" and not p.name.startswith("."))
         if not files:
             raise DataError(f"{path}: folder holds no {'/'.join(FILE_SUFFIXES)} files")
         if any(p.stem == split for p in files):  # a folder of splits (train.jsonl, dev.jsonl ...)
@@ -144,6 +153,12 @@ def read_source(name_or_path: str, subset: str | None = None, split: str = "trai
     if path.suffix.lower() in FILE_SUFFIXES or name_or_path.startswith((".", "/", "~")):
         raise DataError(f"{name_or_path}: file not found")
     return [(name_or_path, _load_hub(name_or_path, subset, split))]
+
+
+def _beir_rows(path: Path, split: str) -> tuple[str, list[dict]]:
+    from .beir import read_beir
+
+    return (f"{path}/qrels/{split}.tsv", read_beir(path, split).pair_rows())
 
 
 # --------------------------------------------------------------- validation
@@ -251,7 +266,15 @@ def load_examples(
     rename: dict[str, str] | None = None,
     limit: int | None = None,
 ) -> Examples:
-    examples = to_examples(read_source(name_or_path, subset, split), data_format, rename)
+    from .beir import is_beir_dir, read_beir
+
+    if is_beir_dir(name_or_path):
+        # Relevant pairs are format B; format C negatives come from mining (mine_hard_negatives).
+        beir = read_beir(name_or_path, split)
+        examples = to_examples([(f"{name_or_path}/qrels/{split}.tsv", beir.pair_rows())], "B")
+        examples.beir = beir
+    else:
+        examples = to_examples(read_source(name_or_path, subset, split), data_format, rename)
     if limit is not None and limit < len(examples):
         examples.texts = {k: v[:limit] for k, v in examples.texts.items()}
         if examples.labels is not None:

@@ -176,6 +176,9 @@ def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dic
         "",
         "## Data",
         f"- train: `{config.train_name_or_path}` (format {data_format}, {n_train} examples)",
+        *([f"- hard negatives mined by the starting model before training: ranks {config.mine_range_for_sampling}, "
+           f"{config.mine_negative_number} per query, train_group_size {config.train_group_size}"]
+          if config.mine_hard_negatives else []),
         f"- valid: `{config.valid_name_or_path}`" if config.valid_name_or_path else "- valid: none",
         f"- test: `{config.test_name_or_path}`" if config.test_name_or_path else "- test: none",
         "",

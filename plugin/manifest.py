@@ -21,13 +21,23 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from .config import TrainConfig
+from .config import NONE_CHOICE, NONE_CHOICE_FIELDS, TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INDEX_JSON = REPO_ROOT / "index.json"
 
 GROUPS = ["Data", "Model & pooling", "Losses", "LLM & LoRA", "Matryoshka & Espresso", "Training", "Logging"]  # form order
 MODEL_ARCHITECTURES = ["BertModel", "XLMRobertaModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"]
+# What the plugin folder needs at run time (Transformer Lab copies the whole folder; this names the parts).
+PLUGIN_FILES = ["main.py", "setup.sh", "pyproject.toml", "index.json", "plugin", "backend"]
+# Shown first in a host's form; the rest follow group by group.
+ESSENTIALS = ["train_name_or_path", "valid_name_or_path", "model_name_or_path", "data_format", "epochs",
+              "batch_size", "learning_rate", "warmup_ratio", "bf16", "fp16"]
+# Fields a host fills from its own pickers when the form leaves them empty (backend/tlab.py).
+HOST_FILLED = {
+    "model_name_or_path": "leave empty to train the embedding model chosen in Transformer Lab.",
+    "train_name_or_path": "leave empty to train on the dataset chosen in Transformer Lab.",
+}
 SCHEMA_KEYS = ("enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off"}
@@ -72,9 +82,25 @@ def _parameter(name: str, prop: dict[str, Any]) -> dict[str, Any]:
     for key in SCHEMA_KEYS:
         if key in prop:
             out[key] = prop[key]
-    if not field.is_required() and field.get_default() is None:
+    if name in NONE_CHOICE_FIELDS:
+        # A select cannot submit null, and an untouched one submits its first option: "none" comes first.
+        out["enum"], out["default"] = [NONE_CHOICE, *prop["enum"]], NONE_CHOICE
+    elif name in HOST_FILLED:
+        out["default"] = ""  # empty: the host's own choice (see HOST_FILLED)
+    elif not field.is_required() and field.get_default() is None:
         out["nullable"] = True  # "" in the form means None
+    elif kind != "boolean":
+        out["required"] = True  # a value is always needed; an empty box would be an error
     return out
+
+
+def _help(name: str, prop: dict[str, Any]) -> str:
+    text = prop.get("description") or prop.get("title", name)
+    if name in NONE_CHOICE_FIELDS:
+        text += ' "none": unset.'
+    if name in HOST_FILLED:
+        text += f" In Transformer Lab: {HOST_FILLED[name]}"
+    return text
 
 
 def build_manifest() -> dict[str, Any]:
@@ -87,9 +113,9 @@ def build_manifest() -> dict[str, Any]:
     for name, prop in props.items():
         group = prop.get("group", "Training")
         groups.setdefault(group, []).append(name)
-        help_text = prop.get("description") or prop.get("title", name)
-        ui[name] = {"ui:help": help_text, "ui:group": group}
-    ui["ui:order"] = [name for g in groups.values() for name in g]
+        ui[name] = {"ui:help": _help(name, prop), "ui:group": group}
+    # Hosts render the fields in this order (rjsf's ui:order): what most runs set first, then group by group.
+    ui["ui:order"] = [*ESSENTIALS, *(name for g in groups.values() for name in g if name not in ESSENTIALS)]
     return {
         "name": "AnglE embedding trainer",
         "uniqueId": "angle_lab_trainer",
@@ -101,10 +127,12 @@ def build_manifest() -> dict[str, Any]:
         "version": _version(),
         "model_architectures": MODEL_ARCHITECTURES,
         "supported_hardware_architectures": ["cpu", "cuda", "amd"],
-        "files": ["main.py", "setup.sh"],
+        "files": PLUGIN_FILES,
         "setup-script": "setup.sh",
+        # No chat/completion formatting: pairs and triplets are read as they are.
+        "training_template_format": "none",
         "parameters": parameters,
-        "required": required,
+        "required": required,  # our lab page's list; Transformer Lab reads parameters[k].required
         "parameter_groups": groups,
         "parameters_ui": ui,
     }
@@ -165,15 +193,20 @@ def _coerce(text: str, annotation: Any) -> Any:
     return text
 
 
-def coerce_form_values(values: dict[str, Any]) -> dict[str, Any]:
+def coerce_form_values(values: dict[str, Any], checkboxes: bool = False) -> dict[str, Any]:
     """Host-form strings -> TrainConfig's exact types, then validated by TrainConfig.
 
-    "false" -> False, "0.02" -> 0.02, "768,512" -> [768, 512] for list fields,
+    "false" -> False, "on" -> True, "0.02" -> 0.02, "768,512" -> [768, 512] for list fields,
     "" -> None for optional fields. Non-string values pass through unchanged.
-    Returns the coerced values (only the keys given); raises pydantic's
+    `checkboxes`: the values are a whole HTML form's submission (FormData), where an unchecked
+    checkbox sends nothing at all, so every boolean field that is absent is False.
+    Returns the coerced values (only the keys given, plus those booleans); raises pydantic's
     ValidationError (see plugin.config.error_list) when they are not a valid config.
     """
     out: dict[str, Any] = {}
+    if checkboxes:
+        out.update({name: False for name, field in TrainConfig.model_fields.items()
+                    if field.annotation is bool and name not in values})
     for key, value in values.items():
         field = TrainConfig.model_fields.get(key)
         if field is None or not isinstance(value, str):

@@ -16,7 +16,9 @@ reads as format C (train_group_size picks 1 pos + G-1 negs per epoch).
         --range_for_sampling 10-210 --negative_number 15 [--candidate_pool pool.jsonl] \\
         [--model_name_or_path sentence-transformers/all-MiniLM-L6-v2] [--query_prompt "query: {text}"]
 
-Input rows: FlagEmbedding's {query, pos, neg?} or ours {query, positive, negative?}, str or list fields.
+Input rows: FlagEmbedding's {query, pos, neg?} or ours {query, positive, negative?}, str or list fields,
+or a BEIR folder (--split train): one row per judged query, its relevant documents as pos, the corpus as pool.
+A training run mines the same way with its starting model (TrainConfig.mine_hard_negatives, mine_examples).
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_MODEL
-from .data import FLAG_COLUMNS, DataError, read_file
+from .config import DEFAULT_MODEL, PoolingStrategy
+from .data import FLAG_COLUMNS, DataError, Examples, read_file
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -51,6 +53,17 @@ def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
+
+
+def read_beir_rows(path: str, split: str = "train") -> tuple[list[dict[str, Any]], list[str]]:
+    """A BEIR folder's split as rows {query, pos: [its relevant docs], neg: []}, and its corpus (the default pool)."""
+    from .beir import read_beir
+
+    data = read_beir(path, split)
+    docs = dict(zip(data.doc_ids, data.docs, strict=True))
+    rows = [{"query": text, "pos": [docs[d] for d in data.qrels[qid]], "neg": []}
+            for qid, text in zip(data.query_ids, data.queries, strict=True)]
+    return rows, data.docs
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
@@ -117,22 +130,62 @@ def mine(rows: list[dict[str, Any]], encoder: Any, lo: int, hi: int, k: int, poo
     return out, corpus
 
 
+def mine_examples(examples: Examples, encoder: Any, lo: int, hi: int, k: int, query_prompt: str | None = None,
+                  doc_prompt: str | None = None, batch_size: int = 256, seed: int = 42) -> Examples:
+    """Format B/C examples -> format C, each row's negative a list of up to k mined texts.
+
+    The pool is the BEIR corpus when the examples came from a BEIR folder, else every positive
+    (and negative) of the examples. A query's positives over all its rows are excluded from its negatives.
+    """
+    as_list = _as_list
+    positives: dict[str, list[str]] = {}
+    old_negs: dict[str, list[str]] = {}
+    for i, q in enumerate(examples.texts["query"]):
+        q = q if isinstance(q, str) else q[0]
+        positives.setdefault(q, []).extend(as_list(examples.texts["positive"][i]))
+        if "negative" in examples.texts:
+            old_negs.setdefault(q, []).extend(as_list(examples.texts["negative"][i]))
+    rows = [{"query": q, "pos": list(dict.fromkeys(p)), "neg": old_negs.get(q, [])} for q, p in positives.items()]
+    pool = list(examples.beir.docs) if getattr(examples, "beir", None) is not None else None
+    mined, corpus = mine(rows, encoder, lo, hi, k, pool, query_prompt, doc_prompt, batch_size, seed)
+    negs = {r["query"]: r["neg"] for r in mined}
+    empty = [q for q, n in negs.items() if not n]
+    if empty:
+        raise DataError(f"{examples.sources[0] if examples.sources else 'training data'}: no negative could be mined "
+                        f"for {len(empty)} queries (e.g. {empty[0]!r:.60}): the pool of {len(corpus)} texts holds "
+                        "only their positives")
+    queries = [q if isinstance(q, str) else q[0] for q in examples.texts["query"]]
+    texts = {"query": list(examples.texts["query"]), "positive": list(examples.texts["positive"]),
+             "negative": [list(negs[q]) for q in queries]}
+    return Examples(format="C", texts=texts, sources=list(examples.sources), beir=getattr(examples, "beir", None))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m plugin.mine", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input_file", required=True, help="jsonl of {query, pos[], neg[]} or {query, positive}")
+    from .cli import FlagHelpFormatter  # appends each flag's type and default, keeps a `%` literal
+
+    p = argparse.ArgumentParser(prog="python -m plugin.mine", description=__doc__.split("\n\n")[0],
+                                formatter_class=FlagHelpFormatter)
+    p.add_argument("--input_file", required=True,
+                   help="jsonl of {query, pos[], neg[]} or {query, positive}, or a BEIR folder (corpus.jsonl, "
+                        "queries.jsonl, qrels/<split>.tsv: its corpus is then the default pool)")
+    p.add_argument("--split", default="train", help="BEIR input: the qrels split to mine for")
     p.add_argument("--output_file", required=True, help="where the FlagEmbedding jsonl goes")
     p.add_argument("--model_name_or_path", default=DEFAULT_MODEL,
-                   help="the retriever (a folder saved by train, or any AutoModel); default: offline MiniLM")
-    p.add_argument("--candidate_pool", default=None, help="jsonl of {text}; default: every pos/neg of the input")
-    p.add_argument("--range_for_sampling", type=parse_range, default=(10, 210),
-                   help="sample negatives from these ranks, 0-based, end excluded (default 10-210)")
-    p.add_argument("--negative_number", type=int, default=15, help="negatives per query (default 15)")
-    p.add_argument("--query_prompt", default=None, help='template for queries, e.g. "query: {text}"')
-    p.add_argument("--doc_prompt", default=None, help='template for candidates, e.g. "passage: {text}"')
-    p.add_argument("--pooling_strategy", default=None, help="override the model's pooling")
-    p.add_argument("--maxlen", type=int, default=None, help="max tokens per text (default: the model's saved maxlen)")
-    p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=42)
+                   help="the retriever (a folder saved by train, or any AutoModel; the default resolves to the "
+                        "offline MiniLM when installed)")
+    p.add_argument("--candidate_pool", help="jsonl of {text} (default: a BEIR folder's corpus, else every pos/neg "
+                                            "text of the input)")
+    p.add_argument("--range_for_sampling", type=parse_range, default=(10, 210), metavar="START-END",
+                   help="sample negatives from these ranks, 0-based, end excluded (default: 10-210)")
+    p.add_argument("--negative_number", type=int, default=15, help="negatives per query, >= 1")
+    p.add_argument("--query_prompt", help='template for queries, e.g. "query: {text}" (default: none)')
+    p.add_argument("--doc_prompt", help='template for candidates, e.g. "passage: {text}" (default: none)')
+    p.add_argument("--pooling_strategy", metavar="CHOICE",
+                   help=f"override the pooling the model was saved with: {', '.join(get_args(PoolingStrategy))} "
+                        "(default: the saved one)")
+    p.add_argument("--maxlen", type=int, help="max tokens per text (default: the model's saved maxlen)")
+    p.add_argument("--batch_size", type=int, default=256, help="texts per encoding batch")
+    p.add_argument("--seed", type=int, default=42, help="seed for sampling the negatives")
     return p
 
 
@@ -144,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     from .model import load
 
     try:
-        rows = read_rows(args.input_file)
-        pool = read_pool(args.candidate_pool) if args.candidate_pool else None
+        from .beir import is_beir_dir
+
+        rows, pool = read_beir_rows(args.input_file, args.split) if is_beir_dir(args.input_file) else (
+            read_rows(args.input_file), None)
+        pool = read_pool(args.candidate_pool) if args.candidate_pool else pool
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -265,7 +266,24 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _training_args(config: TrainConfig, has_valid: bool, primary: str) -> TrainingArguments:
+# A run logs its loss at least this many times (every step when it is shorter), so the job page draws a
+# curve: the default job (STS-B, 1 epoch at batch 32) has 180 steps and logged once at logging_steps=100.
+CURVE_POINTS = 200
+
+
+def log_interval(config: TrainConfig, n_examples: int) -> int:
+    """Steps between logged losses: logging_steps at most, fewer where that would give under CURVE_POINTS points.
+
+    Estimated from the data size, before the Trainer counts its steps, so a resumed run gets
+    the same interval (HF warns when it differs from the checkpoint's); rounding is harmless here.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = max(1, math.ceil(n_examples / (config.batch_size * world)) // config.gradient_accumulation_steps)
+    steps = config.max_steps if config.max_steps > 0 else per_epoch * config.epochs
+    return max(1, min(config.logging_steps, steps // CURVE_POINTS))
+
+
+def _training_args(config: TrainConfig, has_valid: bool, primary: str, n_examples: int) -> TrainingArguments:
     evaluating = has_valid and config.eval_strategy != "no"
     # The weight average (ema_decay) is what gets saved: no best checkpoint to reload.
     keep_best = evaluating and not config.ema_decay and config.save_strategy == config.eval_strategy and (
@@ -284,7 +302,7 @@ def _training_args(config: TrainConfig, has_valid: bool, primary: str) -> Traini
         max_steps=config.max_steps,
         lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_ratio if config.warmup_ratio > 0 else config.warmup_steps,
-        logging_steps=config.logging_steps,
+        logging_steps=log_interval(config, n_examples),
         save_strategy=config.save_strategy,
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -343,6 +361,36 @@ def _teacher_encoder(config: TrainConfig, model: AnglEModel, tokenizer: Any) -> 
     return t_enc
 
 
+MINED_FILE = "mined_negatives.json"
+
+
+def _mined_examples(config: TrainConfig, train_ex: Examples, encoder: Encoder, save_dir: Path) -> Examples:
+    """train_ex with negatives mined by the starting model (plugin.mine.mine_examples), format C.
+
+    Written to save_dir/checkpoints/mined_negatives.json and read back from there on a resume,
+    so a resumed run trains on the same negatives without encoding the pool again.
+    """
+    from .mine import mine_examples
+
+    if train_ex.format not in ("B", "C"):
+        raise DataError(f"{config.train_name_or_path}: mine_hard_negatives needs query/positive data "
+                        f"(format B, C or a BEIR folder), got format {train_ex.format}")
+    cache = save_dir / "checkpoints" / MINED_FILE
+    if config.resume_from_checkpoint and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if len(saved["query"]) == len(train_ex):
+            return Examples(format="C", texts=saved, sources=train_ex.sources, beir=train_ex.beir)
+    lo, hi = config.mine_range
+    mined = mine_examples(train_ex, encoder, lo, hi, config.mine_negative_number, config.query_prompt,
+                          config.doc_prompt, config.eval_batch_size, config.seed)
+    if _is_main_process():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(mined.texts, ensure_ascii=False))
+    n = sum(len(v) for v in mined.texts["negative"]) / max(len(mined), 1)
+    log.info("mined %.1f negatives per query (ranks %d-%d) for %d training rows", n, lo, hi, len(mined))
+    return mined
+
+
 def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Train, evaluate before/after, and save a sentence-transformers model to config.save_dir."""
     from transformers import set_seed
@@ -377,6 +425,12 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         model.cuda()
     encoder = Encoder(model, tokenizer, config.maxlen, normalize=True)
     precision = "bf16" if config.bf16 else ("fp16" if config.fp16 else "fp32")
+    mine_seconds = None
+    if config.mine_hard_negatives:  # format B/BEIR -> C with the starting model, before any update
+        t0 = time.perf_counter()
+        train_ex = _mined_examples(config, train_ex, encoder, save_dir)
+        mine_seconds = time.perf_counter() - t0
+        fmt = train_ex.format
     dataset = PairDataset(train_ex, tokenizer, config.maxlen, prompts, config.effective_dataset_seed,
                           n_negatives=config.train_group_size - 1 if fmt == "C" else 1)
 
@@ -409,10 +463,12 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
                                    precision=precision, convert_to_numpy=False, show_progress_bar=False)
         metrics["teacher_encode_seconds"] = time.perf_counter() - t0
 
+    if mine_seconds is not None:
+        metrics["mine_seconds"] = mine_seconds
     ema = WeightEMA(model, config.ema_decay, resume) if config.ema_decay else None
     trainer = AnglETrainer(
         model=model,
-        args=_training_args(config, valid_ex is not None, primary),
+        args=_training_args(config, valid_ex is not None, primary, len(dataset)),
         train_dataset=dataset,
         eval_dataset=valid_ex,  # only checked for presence: evaluate() scores it with the encoder
         data_collator=Collator(dataset, tokenizer.pad_token_id, tokenizer.padding_side,

@@ -127,3 +127,45 @@ def test_wandb_offline_gets_the_same_metrics(sqlite_engine, running_job, args, t
     assert info["run_id"] == f"job-{running_job}-test" and info["mode"] == "offline"
     history = list((tmp_path / "wandb").glob("offline-run-*"))
     assert history, "an offline W&B run folder was written"
+
+
+# ------------------------------------------------------------------ how often a real run logs
+# The SHORT budget (bench/train_stsb.py) and the default job: STS-B's 5749 training pairs, 1 epoch at batch 32.
+SHORT_PAIRS, SHORT_BATCH = 5749, 32
+
+
+@pytest.mark.parametrize(("overrides", "interval"), [
+    ({}, 1),  # 180 steps: every step
+    ({"max_steps": 10_000}, 50),  # logging_steps=100 would draw 100 points; 200 at least
+    ({"max_steps": 100_000}, 100),  # long enough: logging_steps as set
+    ({"max_steps": 10_000, "logging_steps": 10}, 10),  # a smaller interval asked for is kept
+    ({"gradient_accumulation_steps": 4, "epochs": 8}, 1),  # 45 optimizer steps an epoch, 360 in all
+    ({"gradient_accumulation_steps": 4, "epochs": 40}, 9),  # 1800 steps
+])
+def test_log_interval_gives_every_run_a_curve(overrides, interval):
+    from plugin.trainer import log_interval
+
+    config = TrainConfig(**{"train_name_or_path": "t", "epochs": 1, "batch_size": SHORT_BATCH, **overrides})
+    assert log_interval(config, SHORT_PAIRS) == interval
+
+
+def test_a_short_sized_run_logs_every_step_into_the_job_row(sqlite_engine, tiny_bert, tmp_path):
+    """SHORT's 180 steps with the default logging_steps (100) used to log one loss; now every step is a point."""
+    from plugin import train
+    from tests.conftest import _sentence, write_jsonl
+
+    rows = [{"text1": _sentence(i, 1), "text2": _sentence(i, 2 + i % 3), "label": float(i % 6)}
+            for i in range(SHORT_PAIRS)]
+    config = TrainConfig(model_name_or_path=tiny_bert, train_name_or_path=str(write_jsonl(tmp_path / "a.jsonl", rows)),
+                         epochs=1, batch_size=SHORT_BATCH, maxlen=16, evaluate_before_training=False,
+                         eval_strategy="no", save_strategy="no", save_dir=str(tmp_path / "out"))
+    job = jobs.create_job(sqlite_engine, JobCreate(config=config), tmp_path / "runs")
+    jobs.claim_next(sqlite_engine, 1, "h")
+    result = train(config, callbacks=[JobProgressCallback(sqlite_engine, job.id, interval_s=2.0, stop_poll_s=60)])
+
+    d = jobs.get_job(sqlite_engine, job.id).job_data
+    steps_logged = [e["step"] for e in d["loss_history"]]
+    assert result.global_step == 180 and steps_logged == list(range(1, 181))
+    assert all(e["loss"] > 0 and e["learning_rate"] >= 0 for e in d["loss_history"])
+    # The row carries the latest loss (throttled writes, but the end is always written) and its step.
+    assert d["loss"] == d["loss_history"][-1]["loss"] and d["loss_step"] == d["step"] == 180

@@ -363,3 +363,102 @@ def test_eval_history_is_drawn_per_matryoshka_dim(context: BrowserContext, lab: 
     assert out["headers"] == ["step", "epoch", "spearman", "spearman @256", "spearman @64", "ndcg@10"]
     assert out["rows"] == 2
     assert page.script_errors == []  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ live curves, before/after, using the model
+def test_loss_curve_grows_live_and_the_finished_job_compares_before_and_after(
+        context: BrowserContext, lab: Server, auth: httpx.Client, data: dict[str, Path], tiny_bert: str,
+        shots: Any) -> None:
+    import subprocess
+    import sys
+
+    context.add_init_script(f"localStorage.setItem('angle-lab-token', {json.dumps(TOKEN)})")
+    page = _page(context)
+    # logging_steps left at its default (100): 300 steps log every step; valid and test data with matryoshka
+    # dims give several metrics before and after.
+    config = {"model_name_or_path": tiny_bert, "train_name_or_path": str(data["train"]),
+              "valid_name_or_path": str(data["dev"]), "test_name_or_path": str(data["dev"]), "maxlen": 32,
+              "batch_size": 8, "max_steps": 300, "eval_strategy": "no", "save_strategy": "no",
+              "matryoshka_dims": [16, 8]}
+    job_id = auth.post("/jobs", json={"config": config}).json()["id"]
+    page.goto(f"{lab.url}/#/jobs/{job_id}")
+    expect(page.locator("figure.chart").first).to_be_visible()
+    # Each time the charts are drawn: the loss chart's point count and the status shown then.
+    page.evaluate("""() => {
+        window.lossPoints = [];
+        const charts = document.querySelector("figure.chart").parentElement;
+        new MutationObserver(() => window.lossPoints.push([Number(charts.firstChild.dataset.points),
+            document.querySelector(".page-head .badge").textContent])).observe(charts, {childList: true});
+    }""")
+    # 300 steps: a slower job than the others here, so a longer limit on a loaded machine (still only a hang check).
+    expect(page.locator(".page-head .badge")).to_have_text("COMPLETE", timeout=3 * JOB_TIMEOUT_MS)
+
+    seen = page.evaluate("window.lossPoints")
+    counts = [n for n, _ in seen]
+    assert counts == sorted(counts), counts  # the curve only grows
+    live = {n for n, status in seen if status == "RUNNING" and 0 < n < 300}
+    assert len(live) >= 2, f"the loss curve did not grow while the job ran: {seen}"
+    loss_chart = page.locator("figure.chart").first
+    expect(loss_chart).to_have_attribute("data-points", "300")
+    assert len(loss_chart.locator("polyline").get_attribute("points").split()) == 300
+
+    # Every metric before and after, in metrics.json's order: the table's cells and one bar each.
+    metrics = auth.get(f"/jobs/{job_id}").json()["job_data"]["metrics"]
+    names = list(dict.fromkeys(k.split("/", 1)[1] for k in metrics if k.startswith(("before/", "after/"))))
+    assert {"valid_spearman", "test_spearman", "test_spearman@16", "test_spearman@8"} <= set(names)
+    rows = page.locator(".compare-table tbody tr")
+    assert [rows.nth(i).get_attribute("data-metric") for i in range(rows.count())] == names
+    for i, name in enumerate(names):
+        before, after, change = (float(t) for t in rows.nth(i).locator("td").all_inner_texts())
+        b, a = metrics[f"before/{name}"], metrics[f"after/{name}"]
+        assert before == pytest.approx(b, rel=1e-3, abs=1e-4) and after == pytest.approx(a, rel=1e-3, abs=1e-4)
+        assert change == pytest.approx(a - b, rel=1e-3, abs=1e-4)
+    bars = page.locator("figure.bars rect.bar")
+    assert bars.count() == 2 * len(names)
+    assert sorted({bars.nth(i).get_attribute("data-series") for i in range(bars.count())}) == ["after", "before"]
+    expect(page.locator(".metrics table.kv")).to_contain_text("train_loss")  # the other final numbers stay
+
+    # How to use it: the folder the server wrote and the zip's URL (the token only as a variable).
+    output_dir = auth.get(f"/jobs/{job_id}/artifacts").json()["output_dir"]
+    python = page.locator("#usage-python").inner_text()
+    assert f"SentenceTransformer({json.dumps(output_dir)})" in python
+    expect(page.locator("#zip-url")).to_have_text(f"{lab.url}/jobs/{job_id}/artifacts.zip")
+    zip_steps = page.locator("#usage-zip").inner_text()
+    assert f"{lab.url}/jobs/{job_id}/artifacts.zip" in zip_steps and "$ANGLE_LAB_API_TOKEN" in zip_steps
+    assert TOKEN not in page.locator("#use-model").inner_text()
+    page.locator(".compare").scroll_into_view_if_needed()
+    shots(page, "job-done")
+    # The snippet as shown runs and embeds.
+    done = subprocess.run([sys.executable, "-c", python + "\nprint(embeddings.shape)"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0 and done.stdout.strip().endswith("(2, 32)"), done.stderr[-2000:]
+    assert page.script_errors == []  # type: ignore[attr-defined]
+
+
+def test_comparison_of_metrics_scored_only_after_training(context: BrowserContext, lab: Server) -> None:
+    """The comparison on metrics without a before value (no evaluate_before_training), by its own module."""
+    page = _page(context)
+    page.goto(lab.url + "/")
+    out = page.evaluate("""async () => {
+        const {comparisonSection, usageSection} = await import("/static/js/job.js");
+        const el = comparisonSection({"before/test_spearman": 0.8, "after/test_spearman": 0.85,
+            "after/test_spearman@64": 0.7, "before/valid_mrr@10": 0.5, "after/valid_mrr@10": 0.25, "train_loss": 0.3});
+        const usage = usageSection(7, "/runs/job-7", "http://lab:8000");
+        return {
+            rows: [...el.querySelectorAll("tbody tr")].map((tr) => [...tr.children].map((c) => c.textContent)),
+            classes: [...el.querySelectorAll("td.change")].map((td) => td.className),
+            bars: [...el.querySelectorAll("rect.bar")].map((r) => `${r.dataset.label}/${r.dataset.series}`),
+            empty: comparisonSection({train_loss: 0.3}).textContent,
+            python: usage.querySelector("#usage-python").textContent,
+            zip: usage.querySelector("#usage-zip").textContent,
+        };
+    }""")
+    assert out["rows"] == [["test_spearman", "0.8", "0.85", "+0.05"], ["test_spearman@64", "–", "0.7", "–"],
+                           ["valid_mrr@10", "0.5", "0.25", "-0.25"]]
+    assert out["classes"] == ["num change up", "num change", "num change down"]
+    assert out["bars"] == ["test_spearman/before", "test_spearman/after", "test_spearman@64/after",
+                           "valid_mrr@10/before", "valid_mrr@10/after"]
+    assert "appear when it ends" in out["empty"]
+    assert 'SentenceTransformer("/runs/job-7")' in out["python"]
+    assert "curl -fL -o job-7.zip http://lab:8000/jobs/7/artifacts.zip" in out["zip"]  # no token stored: no header
+    assert page.script_errors == []  # type: ignore[attr-defined]

@@ -13,8 +13,16 @@ from typing import Any, Literal
 import pytest
 from pydantic import ValidationError
 
-from plugin.config import TrainConfig, error_list
-from plugin.manifest import INDEX_JSON, REPO_ROOT, _coerce, build_manifest, coerce_form_values, manifest_text
+from plugin.config import DEFAULT_MODEL, TrainConfig, error_list
+from plugin.manifest import (
+    ESSENTIALS,
+    INDEX_JSON,
+    REPO_ROOT,
+    _coerce,
+    build_manifest,
+    coerce_form_values,
+    manifest_text,
+)
 
 BASE = {"train_name_or_path": "data.jsonl"}
 
@@ -42,14 +50,20 @@ def test_every_field_has_a_parameter_and_ui_entry() -> None:
         group = field.json_schema_extra["group"]  # type: ignore[index]
         assert m["parameters_ui"][name]["ui:group"] == group
         if field.description:
-            assert m["parameters_ui"][name]["ui:help"] == field.description
+            assert m["parameters_ui"][name]["ui:help"].startswith(field.description)
     assert m["required"] == ["train_name_or_path"]
+    assert m["parameters_ui"]["ui:order"][:len(ESSENTIALS)] == ESSENTIALS
 
 
 def test_plugin_header() -> None:
     m = build_manifest()
     assert m["plugin-format"] == "python" and m["type"] == "trainer" and m["train_type"] == "embedding"
-    assert m["files"] == ["main.py", "setup.sh"] and m["setup-script"] == "setup.sh"
+    assert m["setup-script"] == "setup.sh" and m["training_template_format"] == "none"
+    assert all((REPO_ROOT / f).exists() for f in m["files"]) and "main.py" in m["files"]
+    # The keys Transformer Lab's plugin.schema.json requires (transformerlab-api test/plugins).
+    for key in ("name", "uniqueId", "description", "plugin-format", "type", "version", "files", "setup-script",
+                "supported_hardware_architectures"):
+        assert key in m, key
     assert {"cpu", "cuda", "amd"} == set(m["supported_hardware_architectures"])
     assert "BertModel" in m["model_architectures"]
 
@@ -60,7 +74,10 @@ def test_plugin_header() -> None:
     ("learning_rate", {"type": "number", "default": 1e-5, "exclusiveMinimum": 0.0, "maximum": 1.0}),
     ("maxlen", {"type": "integer", "default": 512, "minimum": 8, "maximum": 32768}),
     ("max_train_samples", {"type": "integer", "default": None, "minimum": 1, "nullable": True}),
-    ("tokenizer_padding_side", {"type": "string", "default": None, "enum": ["left", "right"], "nullable": True}),
+    ("tokenizer_padding_side", {"type": "string", "default": "none", "enum": ["none", "left", "right"]}),
+    ("epochs", {"type": "integer", "default": 10, "required": True}),
+    ("model_name_or_path", {"type": "string", "default": ""}),
+    ("train_name_or_path", {"type": "string", "default": ""}),
     ("evaluate_before_training", {"type": "boolean", "default": True}),
     ("report_to", {"type": "string", "default": "none"}),
     ("column_rename_mapping", {"type": "string", "default": ""}),
@@ -84,6 +101,8 @@ def test_parameter_schema(name: str, expected: dict[str, Any]) -> None:
     ({"max_train_samples": ""}, {"max_train_samples": None}),
     ({"max_train_samples": "16"}, {"max_train_samples": 16}),
     ({"tokenizer_padding_side": ""}, {"tokenizer_padding_side": None}),
+    ({"tokenizer_padding_side": "none"}, {"tokenizer_padding_side": "none"}),  # TrainConfig reads it as None
+    ({"normalize_embeddings": "on"}, {"normalize_embeddings": True}),  # a checked checkbox
     ({"ibn_label_threshold": ""}, {"ibn_label_threshold": None}),
     ({"ibn_label_threshold": "4"}, {"ibn_label_threshold": 4.0}),
     ({"report_to": "none,wandb"}, {"report_to": ["none", "wandb"]}),
@@ -131,3 +150,33 @@ def test_coerce_then_validation_names_the_field(form: dict[str, Any], field: str
     with pytest.raises(ValidationError) as info:
         coerce_form_values({**BASE, **form})
     assert field in [e["field"] for e in error_list(info.value)]
+
+
+def untouched_form() -> dict[str, Any]:
+    """What a browser's FormData sends for the untouched manifest form: every value a string, a checked
+    checkbox "on", an unchecked one absent, a select its default (or its first option when that is null)."""
+    form: dict[str, Any] = {}
+    for name, p in build_manifest()["parameters"].items():
+        default = p.get("default")
+        if p["type"] == "boolean":
+            if default:
+                form[name] = "on"
+        elif "enum" in p:
+            form[name] = str(default if default is not None else p["enum"][0])
+        else:
+            form[name] = "" if default is None else str(default)
+    return form
+
+
+def test_untouched_form_is_the_default_config() -> None:
+    form = {**untouched_form(), "train_name_or_path": "data.jsonl", "model_name_or_path": DEFAULT_MODEL}
+    config = TrainConfig.model_validate(coerce_form_values(form, checkboxes=True))
+    assert config == TrainConfig(train_name_or_path="data.jsonl")
+
+
+def test_unchecked_checkbox_is_false_and_none_choice_is_none() -> None:
+    form = {**untouched_form(), "train_name_or_path": "data.jsonl", "model_name_or_path": DEFAULT_MODEL}
+    del form["normalize_embeddings"]  # the user unticked it: FormData leaves it out
+    config = TrainConfig.model_validate(coerce_form_values({**form, "attn_implementation": "sdpa"}, checkboxes=True))
+    assert config.normalize_embeddings is False and config.attn_implementation == "sdpa"
+    assert config.torch_dtype is None and config.tokenizer_padding_side is None  # "none" selected

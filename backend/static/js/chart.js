@@ -1,5 +1,6 @@
-// A small hand-written SVG line chart: numeric x and y axes with "nice" ticks, one
-// polyline per series, a legend when there is more than one series. No dependencies.
+// Small hand-written SVG charts, no dependencies: a line chart (numeric x and y axes with "nice"
+// ticks, one polyline per series, a legend when there is more than one series) and a bar chart
+// (horizontal bars per label and series, as the job page's before/after comparison uses).
 
 import {fmtNumber, h} from "./dom.js";
 
@@ -84,11 +85,58 @@ export function lineChart({title, series, xLabel = "step", yLabel = "", width = 
     }
   }
   figure.append(root);
-  if (clean.length > 1) {
-    figure.append(h("div", {class: "legend"}, clean.map((s) =>
-      h("span", {class: "legend-item"}, h("i", {class: "swatch", dataset: {color: s.color}}), s.name))));
-    // A swatch's colour through the CSSOM (inline style attributes are blocked by the page's CSP).
-    for (const swatch of figure.querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
-  }
+  if (clean.length > 1) figure.append(legend(clean));
   return figure;
+}
+
+/**
+ * barChart({title, labels: ["valid_spearman", ...], series: [{name, values: [...]}, ...]}) -> a <figure>:
+ * horizontal bars, one group per label and one bar per series, from a zero line (scores can be negative).
+ * A non-finite value draws no bar (a metric scored only after training, say).
+ */
+export function barChart({title, labels, series, width = 520}) {
+  const clean = series.map((s, i) => ({...s, color: s.color || COLORS[i % COLORS.length]}));
+  const values = clean.flatMap((s) => s.values).filter(Number.isFinite);
+  const figure = h("figure", {class: "chart bars", dataset: {bars: String(values.length)}}, h("figcaption", {}, title));
+  if (!values.length) {
+    figure.append(h("div", {class: "chart-empty"}, "no data yet"));
+    return figure;
+  }
+  const bar = 13;
+  const group = clean.length * (bar + 2) + 10;
+  const pad = {left: 150, right: 58, top: 4, bottom: 22};
+  const height = pad.top + labels.length * group + pad.bottom;
+  const lo = Math.min(0, ...values);
+  const hi = Math.max(0, ...values) || 1; // all zero: still a visible scale
+  const sx = (v) => pad.left + ((v - lo) / (hi - lo)) * (width - pad.left - pad.right);
+  const root = svg("svg", {viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title});
+  labels.forEach((label, i) => {
+    const y0 = pad.top + i * group;
+    root.append(svg("text", {x: pad.left - 6, y: y0 + (group - 10) / 2 + 4, "text-anchor": "end", class: "axis"}, label));
+    clean.forEach((s, j) => {
+      const v = s.values[i];
+      if (!Number.isFinite(v)) return;
+      const y = y0 + j * (bar + 2);
+      const rect = svg("rect", {x: Math.min(sx(0), sx(v)), y, width: Math.max(1, Math.abs(sx(v) - sx(0))), height: bar,
+        fill: s.color, class: "bar", "data-series": s.name, "data-label": label});
+      rect.append(svg("title", {}, `${label}, ${s.name}: ${fmtNumber(v)}`));
+      root.append(rect, svg("text", {x: Math.max(sx(0), sx(v)) + 4, y: y + bar - 3, class: "tick"}, fmtNumber(v)));
+    });
+  });
+  const axisY = height - pad.bottom;
+  root.append(svg("line", {x1: sx(0), x2: sx(0), y1: pad.top, y2: axisY, class: "zero"}));
+  for (const t of [lo, hi]) {
+    root.append(svg("text", {x: sx(t), y: axisY + 14, "text-anchor": "middle", class: "tick"}, fmtNumber(t, 3)));
+  }
+  figure.append(root, legend(clean));
+  return figure;
+}
+
+/** Series names with their colours, under a chart. */
+function legend(series) {
+  const el = h("div", {class: "legend"}, series.map((s) =>
+    h("span", {class: "legend-item"}, h("i", {class: "swatch", dataset: {color: s.color}}), s.name)));
+  // A swatch's colour through the CSSOM (inline style attributes are blocked by the page's CSP).
+  for (const swatch of el.querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
+  return el;
 }

@@ -218,7 +218,8 @@ export async function renderForm(root) {
   const specs = [...configSpecs(manifest, schemas.TrainConfig), ...launchSpecs(schemas.LaunchOptions)];
   const fields = new Map(); // key -> {spec, input, wrap, error}
 
-  const groups = new Map();
+  // Groups in the manifest's order (ui:order puts a host's essentials first, across groups).
+  const groups = new Map(Object.keys(manifest.parameter_groups || {}).map((g) => [g, []]));
   for (const spec of specs) {
     if (!groups.has(spec.group)) groups.set(spec.group, []);
     groups.get(spec.group).push(spec);
@@ -228,6 +229,7 @@ export async function renderForm(root) {
   const form = h("form", {class: "job-form", novalidate: true, onsubmit: (e) => { e.preventDefault(); queue(); }});
 
   for (const [group, members] of groups) {
+    if (!members.length) continue;
     const groupError = h("p", {class: "error group-error", dataset: {group}});
     const body = h("div", {class: "fields"});
     for (const spec of members) {

@@ -1,10 +1,11 @@
 // One job: live progress, loss and learning-rate charts, eval metrics (one line per
-// matryoshka dim when keys like eval_spearman@256 appear), the log tail, stop/retry and
+// matryoshka dim when keys like eval_spearman@256 appear), every metric before and after
+// training (a table and bars), how to use the finished model, the log tail, stop/retry and
 // the artifacts. Live numbers come from the event stream; the job row is re-read now and
 // then for what the stream does not carry (the full loss and eval histories).
 
-import {ApiError, downloadLink, FINAL, getJSON, postJSON, watchJob} from "./api.js";
-import {lineChart} from "./chart.js";
+import {ApiError, downloadLink, FINAL, getJSON, postJSON, token, watchJob} from "./api.js";
+import {barChart, lineChart} from "./chart.js";
 import {fill, fmtBytes, fmtDuration, fmtNumber, fmtTime, h, progressBar, setProgress, statusBadge} from "./dom.js";
 import {progressLabel} from "./jobs.js";
 
@@ -46,11 +47,66 @@ export function evalSection(history) {
   return h("div", {}, h("div", {class: "charts"}, charts), table);
 }
 
+const BEFORE_AFTER = /^(before|after)\/(.+)$/;
+
+/** [{metric, before, after}] from metrics.json's "before/<split>_<metric>" and "after/..." keys, in their order. */
+export function beforeAfter(metrics) {
+  const rows = new Map();
+  for (const [key, value] of Object.entries(metrics || {})) {
+    const m = key.match(BEFORE_AFTER);
+    if (!m) continue;
+    if (!rows.has(m[2])) rows.set(m[2], {metric: m[2], before: null, after: null});
+    rows.get(m[2])[m[1]] = Number(value);
+  }
+  return [...rows.values()];
+}
+
+const signed = (d) => (d === null ? "–" : `${d > 0 ? "+" : ""}${fmtNumber(d)}`);
+
+/** Every before/after metric: a table with the change, and bars of both. */
+export function comparisonSection(metrics) {
+  const rows = beforeAfter(metrics);
+  if (!rows.length) {
+    return h("p", {class: "muted"}, "Scores before and after training appear when it ends (valid or test data, "
+      + "with evaluate_before_training for the starting model's).");
+  }
+  const change = (r) => (Number.isFinite(r.before) && Number.isFinite(r.after) ? r.after - r.before : null);
+  const table = h("table", {class: "compare-table"},
+    h("thead", {}, h("tr", {}, ["metric", "before", "after", "change"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.map((r) => {
+      const d = change(r);
+      return h("tr", {dataset: {metric: r.metric}}, h("th", {}, r.metric), h("td", {class: "num"}, fmtNumber(r.before)),
+        h("td", {class: "num"}, fmtNumber(r.after)),
+        h("td", {class: `num change${d > 0 ? " up" : d < 0 ? " down" : ""}`}, signed(d)));
+    })));
+  const bars = barChart({title: "before and after training", labels: rows.map((r) => r.metric), series: [
+    {name: "before", values: rows.map((r) => r.before), color: "#9ca3af"},
+    {name: "after", values: rows.map((r) => r.after), color: "#2563eb"}]});
+  return h("div", {class: "compare"}, table, bars);
+}
+
 function metricsTable(metrics) {
-  const entries = Object.entries(metrics || {});
-  if (!entries.length) return h("p", {class: "muted"}, "Final metrics appear when training ends.");
+  const entries = Object.entries(metrics || {}).filter(([k]) => !BEFORE_AFTER.test(k));
+  if (!entries.length) return null;
   return h("table", {class: "kv"}, h("tbody", {}, entries.map(([k, v]) =>
     h("tr", {}, h("th", {}, k), h("td", {class: "num"}, fmtNumber(v))))));
+}
+
+/** How to load the finished model: here from its folder, elsewhere from the zip download. */
+export function usageSection(jobId, folder, origin = location.origin) {
+  const zipUrl = `${origin}/jobs/${jobId}/artifacts.zip`;
+  const name = `job-${jobId}`;
+  // The token itself never goes on the page (screenshots, shoulders): the variable the server reads.
+  const auth = token.get() ? ' -H "Authorization: Bearer $ANGLE_LAB_API_TOKEN"' : "";
+  const code = (text, id) => h("pre", {class: "usage", id}, h("code", {}, text));
+  return h("div", {},
+    h("p", {}, "The output folder is a sentence-transformers model:"),
+    code(`from sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer(${JSON.stringify(folder)})\n`
+      + 'embeddings = model.encode(["a query", "a document"])', "usage-python"),
+    h("p", {}, "On another machine, download it as a zip (", h("code", {id: "zip-url"}, zipUrl), ") and load the folder:"),
+    code(`curl -fL${auth} -o ${name}.zip ${zipUrl}\nunzip ${name}.zip -d ${name}\n`
+      + `python -c 'from sentence_transformers import SentenceTransformer; print(SentenceTransformer("${name}"))'`,
+    "usage-zip"));
 }
 
 export async function renderJob(root, id) {
@@ -87,6 +143,8 @@ export async function renderJob(root, id) {
   const charts = h("div", {class: "charts"});
   const evals = h("div", {class: "evals"});
   const metrics = h("div", {class: "metrics"});
+  const usage = h("section", {id: "use-model", hidden: true}, h("h2", {}, "Use the model"));
+  let outputDir = null; // the server's absolute output folder, from the artifacts listing
   const logStream = h("select", {id: "log-stream", onchange: () => refreshLogs()},
     h("option", {value: "stderr"}, "stderr"), h("option", {value: "stdout"}, "stdout"));
   const log = h("pre", {class: "log", id: "log-tail"});
@@ -99,7 +157,7 @@ export async function renderJob(root, id) {
     message, bar, errorBox, facts, output,
     h("section", {}, h("h2", {}, "Training"), charts),
     h("section", {}, h("h2", {}, "Evaluation"), evals),
-    h("section", {}, h("h2", {}, "Final metrics"), metrics),
+    h("section", {}, h("h2", {}, "Before and after training"), metrics), usage,
     h("section", {}, h("div", {class: "section-head"}, h("h2", {}, "Log tail"), logStream), log),
     h("section", {}, h("h2", {}, "Artifacts"), artifacts),
     h("section", {}, h("details", {}, h("summary", {}, "Config and launch options"), configBox)));
@@ -147,13 +205,21 @@ export async function renderJob(root, id) {
     renderFacts(d);
     renderCharts();
     fill(evals, evalSection(d.eval_history || []));
-    fill(metrics, metricsTable(d.metrics));
+    fill(metrics, comparisonSection(d.metrics), metricsTable(d.metrics));
+    renderUsage();
     errorBox.hidden = !d.error;
     if (d.error) {
       fill(errorBox, h("strong", {}, "Error: "), d.error,
         d.traceback ? h("details", {}, h("summary", {}, "traceback"), h("pre", {}, d.traceback)) : null);
     }
     configBox.textContent = JSON.stringify({config: job.config, launch: job.launch}, null, 2);
+  }
+
+  function renderUsage() {
+    usage.hidden = job.status !== "COMPLETE";
+    if (usage.hidden) return;
+    const folder = outputDir || job.job_data?.result?.save_dir || job.config.save_dir;
+    fill(usage, h("h2", {}, "Use the model"), usageSection(id, folder));
   }
 
   async function refreshJob() {
@@ -176,6 +242,8 @@ export async function renderJob(root, id) {
   async function refreshArtifacts() {
     const list = await getJSON(`/jobs/${id}/artifacts`).catch(() => null);
     if (!list || closed) return;
+    outputDir = list.output_dir;
+    renderUsage();
     if (!list.files.length) return fill(artifacts, h("p", {class: "muted"}, "No files yet."));
     const withCheckpoints = h("input", {type: "checkbox", id: "zip-checkpoints"});
     const zipPath = () => `/jobs/${id}/artifacts.zip${withCheckpoints.checked ? "?include_checkpoints=true" : ""}`;
