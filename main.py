@@ -8,7 +8,7 @@
     plugin_harness.py --plugin_dir . --input_file F # inside Transformer Lab (backend/tlab_plugin.py)
     python main.py status [--job_id 7]             # show jobs
     python main.py stop --job_id 7                 # checkpoint and stop a job
-    python main.py serve [--host 127.0.0.1 --port 8000]  # HTTP API + worker (see backend/api.py)
+    python main.py serve [--host 127.0.0.1 --port 8000]  # HTTP API + worker (see backend/api/)
     python main.py train --train_name_or_path ...  # train directly, no job (same as python -m plugin.train)
 
 Exit code of run/quickstart/--input_file: 0 only when the job ended COMPLETE.

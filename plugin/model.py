@@ -1,4 +1,4 @@
-"""Backbone loading, the pooled embedding module, and `encode` / `load`.
+"""The pooled embedding module, the tokenizer, and `encode` / `load` (backbones come from llm.py).
 
     .venv/bin/python -c "from plugin import load; print(load('runs/angle-model').encode(['hi']).shape)"
 """
@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from .config import resolve_model_path
 from .data import apply_prompt, pad_sequences
+from .llm import ensure_eos, load_saved_backbone, resolve_backbone_path
 from .pooling import pool
 
 CONFIG_FILE = "train_config.json"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
 
 
 class AnglEModel(nn.Module):
@@ -54,36 +54,18 @@ class AnglEModel(nn.Module):
         return int(self.backbone.config.num_hidden_layers)
 
 
-def _resolve(name_or_path: str) -> str:
-    # Offline copies: MiniLM's package (config.py), GGUF files and SmolLM2's package (llm.py).
-    from .llm import resolve_llm_path
-
-    return resolve_llm_path(resolve_model_path(name_or_path))
-
-
 def load_tokenizer(name_or_path: str, padding_side: str | None = None, append_eos: bool = False) -> Any:
     """append_eos (is_llm): the tokenizer itself appends EOS to every text (see llm.ensure_eos)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(_resolve(name_or_path))
+    tok = AutoTokenizer.from_pretrained(resolve_backbone_path(name_or_path))
     if padding_side:
         tok.padding_side = padding_side
     if tok.pad_token_id is None:  # decoders ship without a pad token
         tok.pad_token = tok.eos_token or tok.unk_token
     if append_eos:
-        from .llm import ensure_eos
-
         ensure_eos(tok)
     return tok
-
-
-def load_backbone(name_or_path: str, torch_dtype: str | None = None, **kwargs: Any) -> nn.Module:
-    """AutoModel (the base model, no LM head); kwargs go to from_pretrained (e.g. quantization)."""
-    from transformers import AutoModel
-
-    if torch_dtype:
-        kwargs["dtype"] = _DTYPES[torch_dtype]
-    return AutoModel.from_pretrained(_resolve(name_or_path), **kwargs)
 
 
 @torch.no_grad()
@@ -219,8 +201,7 @@ def load(path: str, device: str | None = None, truncate_dim: int | None = None) 
     if (folder / CONFIG_FILE).is_file():
         cfg = json.loads((folder / CONFIG_FILE).read_text())
     tokenizer = load_tokenizer(str(folder), cfg.get("tokenizer_padding_side"), append_eos=cfg.get("is_llm", False))
-    from .llm import load_saved_backbone  # a LoRA adapter goes back on its base; BiLLM is re-applied
-
+    # A LoRA adapter goes back on its base; BiLLM is re-applied.
     model = AnglEModel(load_saved_backbone(folder, cfg), cfg.get("pooling_strategy", "mean"))
     if device:
         model.to(device)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import TrainConfig, resolve_model_path
+from .objective import objective
 
 if TYPE_CHECKING:  # torch loads lazily: the API server imports this module for preflight()
     import torch
@@ -135,8 +136,6 @@ def total_loss(out: torch.Tensor, fmt: str, config: TrainConfig, labels: torch.T
     Without modifiers this is exactly objective(out, ...). Returns (loss, parts);
     parts are the last layer's objective parts (for logging).
     """
-    from .trainer import objective  # trainer imports this module
-
     final = out[-1] if needs_all_layers(config) else out
     loss, parts = objective(final, fmt, config, labels, positive_label, teacher)
     if not (config.matryoshka_dims or needs_all_layers(config)):

@@ -35,7 +35,8 @@ def run_case(model_path: str, data: str, overrides: dict[str, Any], out_dir: str
 
     from plugin import TrainConfig
     from plugin.data import Collator, PairDataset, column_prompts, load_examples, positive_threshold
-    from plugin.model import AnglEModel, load_backbone, load_tokenizer
+    from plugin.llm import load_backbone
+    from plugin.model import AnglEModel, load_tokenizer
     from plugin.trainer import AnglETrainer
 
     local = GLOBAL_BATCH // world

@@ -9,7 +9,8 @@ from transformers import TrainingArguments
 from plugin import TrainConfig
 from plugin.data import Collator, PairDataset, column_prompts, load_examples, positive_threshold
 from plugin.gradcache import gradcache_step, split_rows
-from plugin.model import AnglEModel, load_backbone, load_tokenizer
+from plugin.llm import load_backbone
+from plugin.model import AnglEModel, load_tokenizer
 from plugin.trainer import AnglETrainer
 
 

@@ -10,8 +10,10 @@ import torch
 from plugin import TrainConfig, train
 from plugin import losses as L
 from plugin.data import DataError, PairDataset, load_examples
-from plugin.model import AnglEModel, load, load_backbone, load_tokenizer
-from plugin.trainer import _teacher_encoder, kd_term, objective
+from plugin.llm import load_backbone
+from plugin.model import AnglEModel, load, load_tokenizer
+from plugin.objective import kd_term, objective
+from plugin.trainer import _teacher_encoder
 from tests.conftest import WORDS, _sentence, write_jsonl
 
 E1, E2 = [1.0, 0.0], [0.0, 1.0]

@@ -13,8 +13,8 @@ from transformers import TrainerCallback
 
 from plugin import TrainConfig, load, train
 from plugin.billm import enable_bidirectional, is_bidirectional
-from plugin.llm import attention_kernel, ensure_eos, smollm2_gguf
-from plugin.model import AnglEModel, Encoder, load_backbone, load_tokenizer
+from plugin.llm import attention_kernel, ensure_eos, load_backbone, smollm2_gguf
+from plugin.model import AnglEModel, Encoder, load_tokenizer
 from tests.conftest import SHARED_DATA, WORDS, write_jsonl
 
 TEXTS = ["a cat", "two dogs run fast", "the big red bus", "sad"]

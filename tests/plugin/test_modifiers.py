@@ -16,7 +16,8 @@ from plugin import TrainConfig, load, train
 from plugin import losses as L
 from plugin.data import load_examples
 from plugin.evaluate import evaluate, split_metric_key
-from plugin.model import AnglEModel, Encoder, load_backbone, load_tokenizer
+from plugin.llm import load_backbone
+from plugin.model import AnglEModel, Encoder, load_tokenizer
 from plugin.modifiers import (
     adaptive_layer_loss,
     check_model_fit,
@@ -27,7 +28,7 @@ from plugin.modifiers import (
     similarity_kl,
     total_loss,
 )
-from plugin.trainer import objective
+from plugin.objective import objective
 
 FAST = {"epochs": 1, "batch_size": 8, "evaluate_before_training": False, "eval_strategy": "no",
         "save_strategy": "no", "logging_steps": 1, "warmup_steps": 0, "learning_rate": 1e-3}

@@ -41,7 +41,8 @@ def test_unknown_strategy():
 
 
 def test_set_dropout_reaches_every_dropout_and_the_saved_config(tiny_bert: str) -> None:
-    from plugin.model import load_backbone, set_dropout
+    from plugin.llm import load_backbone
+    from plugin.model import set_dropout
 
     backbone = load_backbone(tiny_bert)
     assert set_dropout(backbone, 0.0) > 0
