@@ -11,10 +11,16 @@ import {fill, h} from "./dom.js";
 export const PRESETS = {
   A: {label: "A · scored pairs", columns: "text1, text2, label",
     values: {data_format: "A", cosine_w: 1, ibn_w: 0, cln_w: 0, angle_w: 0.02}},
+  // B and C: the retrieval recipe (plugin/quickstart.py RECOMMENDED_B / RECOMMENDED_C, docs/benchmarks.md). C keeps
+  // the data's own negatives; mining (RECOMMENDED_C's mine_hard_negatives) is the switch for B or BEIR data.
   B: {label: "B · query → positive", columns: "query, positive",
-    values: {data_format: "B", cosine_w: 0, ibn_w: 1, cln_w: 0, angle_w: 0}},
+    values: {data_format: "B", cosine_w: 0, ibn_w: 1, cln_w: 0, angle_w: 0, ibn_tau: 20, learning_rate: 2e-5,
+      warmup_ratio: 0.1, batch_size: 64, mini_batch_size: 16, maxlen: 256, epochs: 3, backbone_dropout: 0,
+      freeze_embeddings: true, mine_hard_negatives: false}},
   C: {label: "C · with hard negatives", columns: "query, positive, negative",
-    values: {data_format: "C", cosine_w: 0, ibn_w: 1, cln_w: 1, angle_w: 0}},
+    values: {data_format: "C", cosine_w: 0, ibn_w: 1, cln_w: 1, angle_w: 0, ibn_tau: 20, learning_rate: 2e-5,
+      warmup_ratio: 0.1, batch_size: 64, mini_batch_size: 16, maxlen: 256, epochs: 3, backbone_dropout: 0,
+      freeze_embeddings: true, train_group_size: 4, mine_hard_negatives: false}},
 };
 const LOSS_WEIGHTS = ["cosine_w", "ibn_w", "cln_w", "angle_w", "distill_w"];
 const OPEN_GROUPS = ["Data", "Model & pooling", "Losses", "Training"]; // the rest start folded
