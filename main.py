@@ -313,13 +313,14 @@ def cmd_train(rest: list[str]) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="database URL (default: ANGLE_LAB_DATABASE_URL or sqlite:///data/jobs.db)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="log at DEBUG level")
 
 
 def build_parser() -> argparse.ArgumentParser:
     # Each flag's help shows its type and default; queue/quickstart's --help also lists the TrainConfig flags
     # they pass through. (plugin.cli costs pydantic only, which every command imports anyway.)
-    from plugin.cli import FlagHelpFormatter, TrainFlagsHelp
+    from plugin.cli import TrainFlagsHelp
+    from plugin.helpformat import FlagHelpFormatter
 
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=FlagHelpFormatter, epilog=__doc__)

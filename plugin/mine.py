@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .config import DEFAULT_MODEL, PoolingStrategy
 from .data import FLAG_COLUMNS, DataError, Examples, read_file
+from .helpformat import FlagHelpFormatter  # each flag's type and default, a `%` literal
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -161,7 +162,6 @@ def mine_examples(examples: Examples, encoder: Any, lo: int, hi: int, k: int, qu
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import FlagHelpFormatter  # appends each flag's type and default, keeps a `%` literal
 
     p = argparse.ArgumentParser(prog="python -m plugin.mine", description=__doc__.split("\n\n")[0],
                                 formatter_class=FlagHelpFormatter)
