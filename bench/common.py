@@ -259,6 +259,61 @@ def score_stsb(model_dir: str | Path, pooling: str, split: str = "test", maxlen:
     return float(spearmanr(cos, [float(r["label"]) for r in rows]).correlation * 100.0)
 
 
+# ------------------------------------------------------------- BEIR retrieval
+SCIFACT_DIR = SHARED_DIR / "data" / "scifact"
+
+
+def read_beir_split(beir_dir: str | Path, split: str) -> dict[str, Any]:
+    """Stdlib BEIR reader for the peers' venv (ours checks files in plugin/beir.py): {doc_ids, docs ("title
+    text"), query_ids, queries, qrels {qid: {doc id: score > 0}}, pairs [(query, doc)] one per relevant pair}."""
+    root = Path(beir_dir)
+    doc_ids, docs = [], []
+    for row in read_jsonl(root / "corpus.jsonl"):
+        doc_ids.append(str(row["_id"]))
+        title = row.get("title") or ""
+        docs.append(f"{title} {row['text']}".strip() if title else row["text"].strip())
+    query_text = {str(r["_id"]): r["text"] for r in read_jsonl(root / "queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    with open(root / "qrels" / f"{split}.tsv", encoding="utf-8") as fh:
+        next(fh)  # header query-id, corpus-id, score
+        for line in fh:
+            if line.strip():
+                qid, did, score = line.rstrip("\r\n").split("\t")[:3]
+                if int(float(score)) > 0:
+                    qrels.setdefault(qid, {})[did] = int(float(score))
+    index = {d: j for j, d in enumerate(doc_ids)}
+    qids = list(qrels)
+    pairs = [(query_text[q], docs[index[d]]) for q in qids for d in qrels[q]]
+    return {"doc_ids": doc_ids, "docs": docs, "query_ids": qids, "queries": [query_text[q] for q in qids],
+            "qrels": qrels, "pairs": pairs}
+
+
+def score_beir(model_dir: str | Path, pooling: str, beir_dir: str | Path, split: str, maxlen: int = 256,
+               query_prompt: str | None = None, doc_prompt: str | None = None,
+               max_docs: int | None = None) -> dict[str, float]:
+    """THE shared retrieval scorer (main venv): every query of `split` ranks the whole corpus (exact cosine search)
+    with the model's pooling, fp32, max length `maxlen`, each system's own prompts ({text} templates); the corpus
+    is encoded once, in batches sorted by length. Returns NDCG@10, Recall@100, MRR@10, MAP@100, x100.
+    max_docs (smoke runs only): keep the judged documents plus the first others up to that many."""
+    from plugin.evaluate import corpus_metrics
+
+    data = read_beir_split(beir_dir, split)
+    doc_ids, docs = data["doc_ids"], data["docs"]
+    if max_docs is not None and max_docs < len(docs):
+        judged = {d for rel in data["qrels"].values() for d in rel}
+        keep = [j for j, d in enumerate(doc_ids) if d in judged]
+        keep += [j for j, d in enumerate(doc_ids) if d not in judged][: max(0, max_docs - len(keep))]
+        doc_ids, docs = [doc_ids[j] for j in keep], [docs[j] for j in keep]
+
+    def prompted(texts: list[str], template: str | None) -> list[str]:
+        return [template.replace("{text}", t) for t in texts] if template else texts
+
+    q = embed(model_dir, prompted(data["queries"], query_prompt), pooling, maxlen=maxlen).numpy()
+    d = embed(model_dir, prompted(docs, doc_prompt), pooling, maxlen=maxlen).numpy()
+    metrics = corpus_metrics(q, d, data["query_ids"], doc_ids, data["qrels"])
+    return {k: 100.0 * v for k, v in metrics.items()}
+
+
 # ------------------------------------------------------------------ FLOP model
 def non_embedding_params(model_path: str | Path) -> int:
     """Parameters of the backbone outside the embeddings and the (unused) BERT pooler head."""

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from .errors import DataError  # noqa: F401 - re-exported: plugin.data.DataError is where callers import it
+
 FORMAT_COLUMNS = {"A": ("text1", "text2", "label"), "B": ("query", "positive"), "C": ("query", "positive", "negative")}
 TEXT_COLUMNS = {"A": ("text1", "text2"), "B": ("query", "positive"), "C": ("query", "positive", "negative")}
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -34,8 +36,6 @@ FLAG_COLUMNS = {"pos": "positive", "neg": "negative"}  # FlagEmbedding's names f
 SCORE_COLUMNS = {"positive": "pos_scores", "negative": "neg_scores"}  # teacher scores, one per text
 
 
-class DataError(ValueError):
-    """A problem with user data, worded for the user (file, row, column)."""
 
 
 @dataclass

@@ -49,6 +49,37 @@ RECOMMENDED_A: dict[str, Any] = {
 MULTI_EPOCH_A: dict[str, Any] = {"ema_decay": 0.998, "warmup_ratio": 0.3}
 
 
+# Retrieval (format B: query, positive; a BEIR folder), MiniLM at max length 256. Measured with
+# bench/train_retrieval.py on SciFact dev queries only (docs/benchmarks.md, "Retrieval"): InfoNCE at scale 20 (as
+# sentence-transformers' MNRL), a batch of 64 in-batch negatives computed 16 at a time (GradCache), dropout off,
+# token embeddings frozen, 3 epochs at lr 2e-5 with 10% warmup. No prompts: MiniLM was trained without any.
+RECOMMENDED_B: dict[str, Any] = {
+    "learning_rate": 2e-5,
+    "warmup_ratio": 0.1,
+    "cosine_w": 0.0,
+    "ibn_w": 1.0,
+    "cln_w": 0.0,
+    "angle_w": 0.0,
+    "ibn_tau": 20.0,
+    "backbone_dropout": 0.0,
+    "freeze_embeddings": True,
+    "maxlen": 256,
+    "batch_size": 64,
+    "mini_batch_size": 16,
+    "epochs": 3,
+}
+# Format C / hard negatives: the same, plus negatives mined by the starting model before training from ranks
+# 10-100 of the corpus (the top ranks skipped: they hold unlabelled positives), 3 of them per query each step.
+RECOMMENDED_C: dict[str, Any] = {
+    **RECOMMENDED_B,
+    "cln_w": 1.0,
+    "mine_hard_negatives": True,
+    "mine_range_for_sampling": "10-100",
+    "mine_negative_number": 15,
+    "train_group_size": 4,
+}
+
+
 def stsb_data(stsb_dir: Path = LOCAL_STSB) -> dict[str, Any]:
     if (stsb_dir / "train.jsonl").is_file():
         return {"train_name_or_path": str(stsb_dir / "train.jsonl"),
