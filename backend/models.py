@@ -226,3 +226,24 @@ class TemplateQueue(BaseModel):
 
     config: dict[str, Any] = PField(default_factory=dict, description="TrainConfig keys to override.")
     launch: dict[str, Any] = PField(default_factory=dict, description="LaunchOptions keys to override.")
+
+
+# ------------------------------------------------------------------ uploaded datasets (POST/GET /datasets)
+class DatasetPublic(BaseModel):
+    """An uploaded dataset as checked on arrival. A job names it as `ref` (dataset:<name>) or `path`."""
+
+    name: str
+    ref: str = PField(description="What a job's train/valid/test_name_or_path may say: dataset:<name>.")
+    path: str = PField(description="Where it is stored: <data_dir>/datasets/<name>.")
+    kind: Literal["file", "beir", "folder"]
+    format: Literal["A", "B", "C"] | None = PField(description="Detected data format (None: not checked).")
+    columns: list[str]
+    rows: int | None = PField(description="Rows (a BEIR folder: relevant pairs of its first split).")
+    splits: list[str] = PField(default_factory=list, description="A BEIR folder's qrels splits.")
+    preview: list[dict[str, Any]] = PField(description="The first rows, long values cut.")
+    size_bytes: int
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         "(then `main.py serve` only binds to loopback and answers only loopback Host names and same-origin writes).",
     )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body the HTTP API accepts (413 above).")
+    max_upload_bytes: int = Field(
+        1 << 30, ge=1024, description="Largest dataset upload (POST /datasets) the HTTP API accepts (413 above); "
+        "streamed to disk, so memory use does not grow with it.",
+    )
     data_roots: PathList = Field(
         default_factory=list, description="Folders besides <data_dir>/datasets whose files API callers may train "
         "on (data, models, tokenizers, teachers, accelerate configs), e.g. ../shared/data. Relative to the "

@@ -8,7 +8,7 @@
 Same model (all-MiniLM-L6-v2, local), same training pairs (--train DIR, qrels/--train-split: one (query,
 "title text") pair per relevant judgement), max length 256, 2 threads. Each system trains in its own child
 process (ours: `python -m plugin.train --config` in the main venv with plugin/quickstart.py's RECOMMENDED_B, or
-RECOMMENDED_C with ours_hn; the peers: bench/peers/*_retrieval.py in the peer venv bench/.venv-peers, made by
+RECOMMENDED_MINED with ours_hn; the peers: bench/peers/*_retrieval.py in the peer venv bench/.venv-peers, made by
 bench/train_stsb.py's ensure_peer_venv). Each child reports its own training wall time (model load, mining, save and
 evaluation excluded); this process polls the peak RSS of the child's process tree. Every saved model is then scored
 by ONE shared scorer (bench/common.py score_beir: every query of --eval/qrels/--split ranks the whole corpus, exact
@@ -47,14 +47,14 @@ from common import (  # noqa: E402
     write_json,
 )
 
-from plugin.quickstart import RECOMMENDED_B, RECOMMENDED_C  # noqa: E402
+from plugin.quickstart import RECOMMENDED_B, RECOMMENDED_MINED  # noqa: E402
 
 MODEL = minilm_path()
 SYSTEMS = ["zero_shot", "ours", "ours_hn", "st_mnrl", "st_cmnrl", "angle_emb"]
 LABELS = {
     "zero_shot": "zero-shot MiniLM (no training)",
     "ours": "ours (RECOMMENDED_B)",
-    "ours_hn": "ours + mined hard negatives (RECOMMENDED_C)",
+    "ours_hn": "ours + mined hard negatives (RECOMMENDED_MINED)",
     "st_mnrl": "ST MNRL (Transformer Lab plugin defaults)",
     "st_cmnrl": "ST CachedMNRL (our batch size)",
     "angle_emb": "angle-emb 0.6.1 format B (README advice)",
@@ -84,7 +84,7 @@ class Run:
 
 
 def our_recipe(system: str, args: argparse.Namespace) -> dict[str, Any]:
-    base = RECOMMENDED_C if system == "ours_hn" else RECOMMENDED_B
+    base = RECOMMENDED_MINED if system == "ours_hn" else RECOMMENDED_B
     cfg = {**base, **json.loads(args.ours_override or "{}")}
     if args.epochs:
         cfg["epochs"] = args.epochs

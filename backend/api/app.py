@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from backend import ui
 from backend.api.deps import problem, request_errors
 from backend.api.guard import Guard, is_loopback
+from backend.api.routes import datasets as datasets_routes
 from backend.api.routes import files as files_routes
 from backend.api.routes import jobs as jobs_routes
 from backend.api.routes import meta as meta_routes
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None, db_url: str | None = None, run_
                   generate_unique_id_function=lambda route: route.name)
     app.state.engine, app.state.settings, app.state.worker_thread = engine, settings, None
     app.state.read_cache = ReadCache(engine)
-    for routes in (jobs_routes, files_routes, templates_routes, meta_routes):
+    for routes in (jobs_routes, files_routes, templates_routes, meta_routes, datasets_routes):
         app.include_router(routes.router)
     app.add_api_route("/health", meta_routes.health, methods=["GET"], response_model=meta_routes.Health,
                       tags=["meta"], name="health")
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None, db_url: str | None = None, run_
         return problem(500, message, [{"field": "server", "message": message}])
 
     app.add_middleware(Guard, token=settings.api_token or None, max_body=settings.max_body_bytes,
-                       allowed_hosts=settings.allowed_hosts)
+                       allowed_hosts=settings.allowed_hosts, max_upload=settings.max_upload_bytes)
     return app
 
 

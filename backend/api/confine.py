@@ -126,9 +126,34 @@ def confine_save_dir(value: str, settings: Settings) -> tuple[Path | None, str |
     return (None, why) if why else (path, None)
 
 
+DATASET_FIELDS = ("train_name_or_path", "valid_name_or_path", "test_name_or_path")
+
+
+def resolve_dataset_refs(spec: JobCreate, settings: Settings) -> None:
+    """`dataset:<name>` (an upload, GET /datasets) becomes its path in <data_dir>/datasets; 422 if none."""
+    from backend.datasets import DATASET_REF, dataset_path
+
+    errors = []
+    for name in DATASET_FIELDS:
+        value = getattr(spec.config, name)
+        if not isinstance(value, str) or not value.startswith(DATASET_REF):
+            continue
+        path = dataset_path(settings.datasets_dir, value[len(DATASET_REF):])
+        if path is None:
+            errors.append({"field": f"config.{name}", "message": f"no uploaded dataset {value!r} (GET /datasets)"})
+        else:
+            setattr(spec.config, name, str(path))
+    if errors:
+        raise Problem(422, "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors)
+
+
 def check_spec(spec: JobCreate, settings: Settings) -> Path | None:
     """What the schema cannot check: paths confined and existing, sizes against the model's config.json.
     Returns the absolute save_dir when the caller chose one. Raises a 422 naming every bad field."""
+    if any(str(getattr(spec.config, name) or "").startswith("dataset:") for name in DATASET_FIELDS):
+        # A template keeps its dataset:<name> refs (resolved when queued): check the paths on a copy.
+        spec = spec.model_copy(deep=True)
+        resolve_dataset_refs(spec, settings)
     errors = input_errors(spec, settings)
     save_dir = None
     if spec.config.save_dir and "save_dir" in spec.config.model_fields_set:
@@ -143,6 +168,7 @@ def check_spec(spec: JobCreate, settings: Settings) -> Path | None:
 
 
 def queue_job(engine: Engine, settings: Settings, spec: JobCreate, job_data: dict[str, Any] | None = None) -> Response:
+    resolve_dataset_refs(spec, settings)
     save_dir = check_spec(spec, settings)
     if save_dir is not None:
         spec.config.save_dir = str(save_dir)  # absolute here: the runner and trainer run in another cwd

@@ -16,6 +16,7 @@ from backend import ui
 from backend.api.deps import problem
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+UPLOAD_ROUTES = (("POST", "/datasets"),)  # bodies streamed to disk by their route: they get max_upload instead
 
 
 
@@ -73,8 +74,10 @@ class Guard:
     """Bearer token on every route but /health and the lab page (ui.is_public), the body size limit
     (Content-Length or counted), and without a token: loopback Host names only, same-origin writes only."""
 
-    def __init__(self, app: ASGIApp, token: str | None, max_body: int, allowed_hosts: Sequence[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, max_body: int, allowed_hosts: Sequence[str] = (),
+                 max_upload: int | None = None) -> None:
         self.app, self.token, self.max_body = app, token, max_body
+        self.max_upload = max(max_upload or max_body, max_body)
         self.allowed_hosts = [h.strip().lower() for h in allowed_hosts]
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[str, str] | None:
@@ -104,10 +107,12 @@ class Guard:
                 await problem(401, "missing or wrong bearer token (Authorization: Bearer <ANGLE_LAB_API_TOKEN>)",
                               headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
                 return
+        upload = (scope.get("method"), scope.get("path", "").rstrip("/")) in UPLOAD_ROUTES
+        limit = self.max_upload if upload else self.max_body
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            await problem(413, f"request body larger than {self.max_body} bytes",
-                          [{"field": "body", "message": f"at most {self.max_body} bytes"}])(scope, receive, send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await problem(413, f"request body larger than {limit} bytes",
+                          [{"field": "body", "message": f"at most {limit} bytes"}])(scope, receive, send)
             return
         received = 0
 
@@ -116,8 +121,8 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge(self.max_body)
+                if received > limit:
+                    raise _TooLarge(limit)
             return message
 
         await self.app(scope, limited, send)

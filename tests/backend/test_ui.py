@@ -194,9 +194,9 @@ def test_form_checks_fields_and_shows_the_servers_422_next_to_them(
     assert page.locator("details.group > summary").all_inner_texts() == [*groups, "Launch"]
     assert _field(page, "config.train_name_or_path").locator(".help").inner_text() == \
         manifest["parameters_ui"]["train_name_or_path"]["ui:help"]
-    options = _field(page, "config.pooling_strategy").locator("select option").all_inner_texts()
+    options = _field(page, "config.pooling_strategy").locator("select option").all_text_contents()  # a folded group
     assert options == manifest["parameters"]["pooling_strategy"]["enum"]
-    assert "≥ 8 · ≤ 32768" in _field(page, "config.maxlen").locator(".hint").inner_text()
+    assert "≥ 8 · ≤ 32768" in _field(page, "config.maxlen").locator(".hint").text_content()
 
     # Presets set the loss weights for each data format.
     page.click('[data-preset="C"]')
@@ -235,8 +235,9 @@ def test_form_checks_fields_and_shows_the_servers_422_next_to_them(
     expect(page.locator(".notice")).to_contain_text("Saved template “tiny-a”")
     [saved] = auth.get("/templates").json()
     assert saved["config"] == {"train_name_or_path": str(data["train"]), "data_format": "A", "cosine_w": 1.0,
-                               "ibn_w": 0.0, "cln_w": 0.0, "text_prompt": "Represent this: {text}",
-                               "batch_size": 8, "learning_rate": 8e-5}
+                               "ibn_w": 0.0, "text_prompt": "Represent this: {text}", "batch_size": 8,
+                               "learning_rate": 8e-5, "warmup_ratio": 0.1, "backbone_dropout": 0.0,
+                               "freeze_embeddings": True, "maxlen": 64, "epochs": 1}
     page.click("#save-template")  # the same name again: the server's 409 lands by the name box
     expect(page.locator("#template-name-error")).to_contain_text("tiny-a")
 
@@ -461,4 +462,108 @@ def test_comparison_of_metrics_scored_only_after_training(context: BrowserContex
     assert "appear when it ends" in out["empty"]
     assert 'SentenceTransformer("/runs/job-7")' in out["python"]
     assert "curl -fL -o job-7.zip http://lab:8000/jobs/7/artifacts.zip" in out["zip"]  # no token stored: no header
+    assert page.script_errors == []  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ essentials, presets, the filter, uploaded datasets
+def _signed_in_page(ctx: BrowserContext, url: str) -> Page:
+    ctx.add_init_script(f"localStorage.setItem('angle-lab-token', {json.dumps(TOKEN)})")
+    page = _page(ctx)
+    page.goto(url)
+    return page
+
+
+def _value(page: Page, name: str) -> str:
+    return _field(page, f"config.{name}").locator("input, select").first.input_value()
+
+
+def test_essentials_come_first_presets_set_the_recipe_and_the_filter_finds_fields(
+        context: BrowserContext, lab: Server, auth: httpx.Client, shots: Any) -> None:
+    from plugin.manifest import ESSENTIALS
+    from plugin.quickstart import RECOMMENDED_B
+
+    page = _signed_in_page(context, lab.url + "/")
+    essentials = page.locator("section.essentials")
+    expect(essentials).to_be_visible()
+    assert essentials.locator(".field").evaluate_all("els => els.map(e => e.dataset.field)") == \
+        [f"config.{n}" for n in ESSENTIALS]
+    assert page.locator("details.group[open]").count() == 0  # every other group starts folded
+    assert not _field(page, "config.pooling_strategy").is_visible()
+
+    # The presets are the server's (GET /presets, from plugin/quickstart.py): B sets the whole retrieval recipe ...
+    assert auth.get("/presets").json()["B"]["values"] == {"data_format": "B", **RECOMMENDED_B}
+    page.click('[data-preset="B"]')
+    assert {n: _value(page, n) for n in ("data_format", "learning_rate", "batch_size", "mini_batch_size", "maxlen",
+                                         "epochs", "ibn_w", "cosine_w", "ibn_tau")} == {
+        "data_format": "B", "learning_rate": "0.00002", "batch_size": "64", "mini_batch_size": "16", "maxlen": "256",
+        "epochs": "3", "ibn_w": "1", "cosine_w": "0", "ibn_tau": "20"}
+    page.click('[data-preset="C"]')
+    assert (_value(page, "cln_w"), _value(page, "train_group_size")) == ("1", "4")
+    assert not _field(page, "config.mine_hard_negatives").locator("input").is_checked()  # C keeps its own negatives
+    # ... and A puts back what B/C set and A's recipe does not (mini batches off, mining off, the default group size).
+    page.click('[data-preset="A"]')
+    assert {n: _value(page, n) for n in ("data_format", "learning_rate", "batch_size", "mini_batch_size", "maxlen",
+                                         "train_group_size", "cosine_w", "ibn_w")} == {
+        "data_format": "A", "learning_rate": "0.00008", "batch_size": "32", "mini_batch_size": "", "maxlen": "64",
+        "train_group_size": "2", "cosine_w": "1", "ibn_w": "0"}
+    assert not _field(page, "config.mine_hard_negatives").locator("input").is_checked()
+
+    # The filter shows only the fields whose name, title or help match, and opens the groups holding them.
+    page.fill("#field-filter", "matryoshka")
+    visible = page.locator(".field:visible").evaluate_all("els => els.map(e => e.dataset.field)")
+    assert visible and "config.matryoshka_dims" in visible
+    for key in visible:
+        text = _field(page, key.split(".", 1)[0] + "." + key.split(".", 1)[1]).inner_text().lower()
+        assert "matryoshka" in text or "matryoshka" in key, key
+    expect(page.locator("section.essentials")).to_be_hidden()
+    expect(page.locator('details.group[data-group="Matryoshka & Espresso"]')).to_have_attribute("open", "")
+    expect(page.locator('details.group[data-group="Logging"]')).to_be_hidden()
+    shots(page, "filter")
+    page.fill("#field-filter", "no field is called this")
+    expect(page.locator("#filter-empty")).to_be_visible()
+    page.fill("#field-filter", "")
+    expect(page.locator("section.essentials")).to_be_visible()
+    assert page.locator(".field[hidden]").count() == 0
+    assert page.script_errors == []  # type: ignore[attr-defined]
+
+
+def test_datasets_upload_good_and_bad_files_pick_one_in_the_form_and_delete_it(
+        context: BrowserContext, lab: Server, auth: httpx.Client, base: Path, data: dict[str, Path], shots: Any) -> None:
+    page = _signed_in_page(context, lab.url + "/#/datasets")
+    expect(page.locator("#upload-form")).to_be_visible()
+
+    # A good file: stored, and the page says what the server found and shows its first rows.
+    good = base / "ui-pairs.jsonl"
+    good.write_bytes(data["train"].read_bytes())
+    page.set_input_files("#dataset-file", str(good))
+    page.click("#upload-dataset")
+    expect(page.locator("#upload-result .notice")).to_contain_text("ui-pairs.jsonl: format A, 48 rows")
+    expect(page.locator("#upload-result .notice")).to_contain_text("dataset:ui-pairs.jsonl")
+    assert page.locator("#upload-result table.preview thead th").all_inner_texts() == ["text1", "text2", "label"]
+    assert page.locator("#upload-result table.preview tbody tr").count() == 5
+    expect(page.locator('#datasets-table tr[data-dataset="ui-pairs.jsonl"]')).to_be_visible()
+    shots(page, "datasets")
+
+    # A bad file: refused, the row and the column named, nothing stored.
+    bad = base / "ui-bad.csv"
+    bad.write_text("text1,text2,label\na,b,1\nc,d,very similar\n")
+    page.set_input_files("#dataset-file", str(bad))
+    page.click("#upload-dataset")
+    refusal = page.locator("#upload-result .form-error")
+    expect(refusal).to_contain_text("ui-bad.csv: row 2")
+    expect(refusal.locator(".where")).to_have_text("row 2, column label")
+    assert "ui-bad.csv" not in {d["name"] for d in auth.get("/datasets").json()["items"]}
+
+    # The form picks it: its ref goes into the data field and its format into data_format.
+    page.click('nav a[data-nav="new"]')
+    page.select_option("#dataset-pick", "dataset:ui-pairs.jsonl")
+    page.click("#use-train")
+    assert _value(page, "train_name_or_path") == "dataset:ui-pairs.jsonl"
+    assert _value(page, "data_format") == "A"
+
+    # Deleting from the page.
+    page.click('nav a[data-nav="datasets"]')
+    page.locator('#datasets-table tr[data-dataset="ui-pairs.jsonl"] button.delete-dataset').click()
+    expect(page.locator('#datasets-table tr[data-dataset="ui-pairs.jsonl"]')).to_have_count(0)
+    assert "ui-pairs.jsonl" not in {d["name"] for d in auth.get("/datasets").json()["items"]}
     assert page.script_errors == []  # type: ignore[attr-defined]

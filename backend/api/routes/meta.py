@@ -33,6 +33,25 @@ def get_plugin_manifest() -> dict[str, Any]:
     return _manifest()
 
 
+@lru_cache
+def _presets() -> dict[str, Any]:
+    # Served from plugin/quickstart.py, so the page's presets are always the recipes the benchmarks chose.
+    from plugin import quickstart
+
+    recipes = {"A": ("graded pairs", "text1, text2, label", "RECOMMENDED_A"),
+               "B": ("query → positive (retrieval)", "query, positive", "RECOMMENDED_B"),
+               "C": ("query, positive, hard negatives", "query, positive, negative", "RECOMMENDED_C")}
+    return {fmt: {"label": f"{fmt} · {label}", "columns": columns,
+                  "values": {"data_format": fmt, **getattr(quickstart, name, {})}}
+            for fmt, (label, columns, name) in recipes.items()}
+
+
+@router.get("/presets", tags=["meta"])
+def get_presets() -> dict[str, Any]:
+    """Per data format, the recommended recipe (plugin/quickstart.py RECOMMENDED_A/B/C) the lab page's presets set."""
+    return _presets()
+
+
 def health(request: Request) -> Health:
     """Liveness: database reachable, worker thread alive (None when the server runs without one)."""
     ok = True

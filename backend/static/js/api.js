@@ -26,7 +26,10 @@ export const events = new EventTarget();
 export async function request(path, {method = "GET", body, signal, headers = {}} = {}) {
   const init = {method, signal, headers: {...headers}};
   if (token.get()) init.headers.Authorization = `Bearer ${token.get()}`;
-  if (body !== undefined) {
+  if (body instanceof Blob) { // a file goes as it is: the server streams the body to disk (POST /datasets)
+    init.headers["Content-Type"] = "application/octet-stream";
+    init.body = body;
+  } else if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -50,6 +53,11 @@ export async function getJSON(path, options) {
 export async function postJSON(path, body, options = {}) {
   const response = await request(path, {...options, method: "POST", body});
   return response.status === 204 ? null : response.json();
+}
+
+/** Upload a file as dataset `file.name`; resolves to its description (format, columns, rows, first rows). */
+export async function uploadDataset(file, name = file.name) {
+  return (await request(`/datasets?name=${encodeURIComponent(name)}`, {method: "POST", body: file})).json();
 }
 
 /** Read an SSE stream, calling onEvent(name, data) per event; resolves when the server ends it. */

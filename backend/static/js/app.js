@@ -1,8 +1,9 @@
-// The page's shell: a hash router (#/ new job, #/jobs, #/jobs/ID: one URL on the server
+// The page's shell: a hash router (#/ new job, #/jobs, #/jobs/ID, #/datasets: one URL on the server
 // serves them all), the API token panel and the header's health line.
 
 import {ApiError, events, token} from "./api.js";
 import {fill, h} from "./dom.js";
+import {renderDatasets} from "./datasets.js";
 import {renderForm} from "./form.js";
 import {renderJob} from "./job.js";
 import {renderJobs} from "./jobs.js";
@@ -11,6 +12,7 @@ const ROUTES = [
   [/^#?\/?$/, "new", () => renderForm],
   [/^#\/jobs\/?$/, "jobs", () => renderJobs],
   [/^#\/jobs\/(\d+)$/, "jobs", (id) => (root) => renderJob(root, Number(id))],
+  [/^#\/datasets\/?$/, "datasets", () => renderDatasets],
 ];
 
 const main = document.getElementById("main");

@@ -6,13 +6,14 @@
 import {ApiError, getJSON, postJSON} from "./api.js";
 import {fill, h} from "./dom.js";
 
-// Loss weights per data format (README's table). A is the recommended graded-pairs recipe
-// (plugin/quickstart.py): in-batch negatives hurt on graded pairs, so they are off there.
+// Presets per data format come from the server (GET /presets: plugin/quickstart.py's RECOMMENDED_A/B/C, the
+// recipes the benchmarks chose); these are only the fallback for a server without that route.
+// A: in-batch negatives hurt on graded pairs, so they are off there.
 export const PRESETS = {
   A: {label: "A · scored pairs", columns: "text1, text2, label",
     values: {data_format: "A", cosine_w: 1, ibn_w: 0, cln_w: 0, angle_w: 0.02}},
   // B and C: the retrieval recipe (plugin/quickstart.py RECOMMENDED_B / RECOMMENDED_C, docs/benchmarks.md). C keeps
-  // the data's own negatives; mining (RECOMMENDED_C's mine_hard_negatives) is the switch for B or BEIR data.
+  // the data's own negatives; mining (mine_hard_negatives, RECOMMENDED_MINED) is the switch for B or BEIR data.
   B: {label: "B · query → positive", columns: "query, positive",
     values: {data_format: "B", cosine_w: 0, ibn_w: 1, cln_w: 0, angle_w: 0, ibn_tau: 20, learning_rate: 2e-5,
       warmup_ratio: 0.1, batch_size: 64, mini_batch_size: 16, maxlen: 256, epochs: 3, backbone_dropout: 0,
@@ -23,7 +24,7 @@ export const PRESETS = {
       freeze_embeddings: true, train_group_size: 4, mine_hard_negatives: false}},
 };
 const LOSS_WEIGHTS = ["cosine_w", "ibn_w", "cln_w", "angle_w", "distill_w"];
-const OPEN_GROUPS = ["Data", "Model & pooling", "Losses", "Training"]; // the rest start folded
+const ESSENTIALS = "Essentials"; // what most runs set, shown first and open; every group below starts folded
 // save_dir's manifest default is where a bare TrainConfig writes; a queued job without one
 // gets its own folder instead, which is what an empty box should promise.
 const PLACEHOLDERS = {save_dir: "empty: a new folder per job (<data_dir>/runs/job-N)"};
@@ -214,19 +215,51 @@ function writeInput(spec, input, value) {
   } else input.value = PLACEHOLDERS[spec.name] && value === spec.defaultText ? "" : textOf(spec, value);
 }
 
+/**
+ * The essentials: ui:order's head (plugin/manifest.py ESSENTIALS), i.e. the names before the point where
+ * ui:order becomes the groups' own order of what is left.
+ */
+export function essentialNames(manifest) {
+  const order = manifest.parameters_ui?.["ui:order"] || [];
+  const grouped = Object.values(manifest.parameter_groups || {}).flat();
+  for (let i = 0; i < order.length; i++) {
+    const head = new Set(order.slice(0, i));
+    const rest = grouped.filter((n) => !head.has(n) && order.includes(n));
+    if (rest.length === order.length - i && rest.every((n, j) => n === order[i + j])) return order.slice(0, i);
+  }
+  return [];
+}
+
+/** Presets from the server, with every key any preset sets: one preset's key another lacks goes back to its default. */
+async function loadPresets() {
+  try {
+    return await getJSON("/presets");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) throw error;
+    return PRESETS;
+  }
+}
+
 // ------------------------------------------------------------------ the page
 export async function renderForm(root) {
-  const [manifest, openapi] = await Promise.all([
+  const [manifest, openapi, presets, uploads] = await Promise.all([
     getJSON("/plugin"),
     getJSON("/openapi.json").catch(() => null), // without it, list fields go as text (TrainConfig parses those)
+    loadPresets(),
+    getJSON("/datasets").then((r) => r.items).catch(() => []),
   ]);
+  const essentials = new Set(essentialNames(manifest));
   const schemas = openapi?.components?.schemas || {};
   const specs = [...configSpecs(manifest, schemas.TrainConfig), ...launchSpecs(schemas.LaunchOptions)];
   const fields = new Map(); // key -> {spec, input, wrap, error}
 
   // Groups in the manifest's order (ui:order puts a host's essentials first, across groups).
-  const groups = new Map(Object.keys(manifest.parameter_groups || {}).map((g) => [g, []]));
+  const groups = new Map([[ESSENTIALS, []], ...Object.keys(manifest.parameter_groups || {}).map((g) => [g, []])]);
   for (const spec of specs) {
+    if (spec.section === "config" && essentials.has(spec.name)) {
+      groups.get(ESSENTIALS).push(spec);
+      continue;
+    }
     if (!groups.has(spec.group)) groups.set(spec.group, []);
     groups.get(spec.group).push(spec);
   }
@@ -251,8 +284,11 @@ export async function renderForm(root) {
       fields.set(key(spec), {spec, input, wrap, error});
       body.append(wrap);
     }
-    form.append(h("details", {class: "group", open: OPEN_GROUPS.includes(group), dataset: {group}},
-      h("summary", {}, group), groupError, body));
+    if (group === ESSENTIALS) { // not foldable: these are the fields to look at first
+      form.append(h("section", {class: "essentials", dataset: {group}}, h("h2", {}, group), groupError, body));
+    } else {
+      form.append(h("details", {class: "group", dataset: {group}}, h("summary", {}, group), groupError, body));
+    }
   }
 
   const templateName = h("input", {id: "template-name", type: "text", placeholder: "template name", autocomplete: "off"});
@@ -272,7 +308,9 @@ export async function renderForm(root) {
     f.error.textContent = message;
     f.wrap.classList.toggle("invalid", Boolean(message));
     f.input.setAttribute("aria-invalid", message ? "true" : "false");
-    if (message) f.wrap.closest("details").open = true; // an error in a folded group must still be seen
+    const folded = f.wrap.closest("details");
+    if (message && folded) folded.open = true; // an error in a folded group must still be seen
+    if (message) f.wrap.hidden = false; // ... and in a field the filter hides
     return true;
   }
 
@@ -380,11 +418,57 @@ export async function renderForm(root) {
   }
 
   // ---------------------------------------------------------------- presets and templates
+  // A preset is a whole recipe: what another preset sets and this one does not goes back to its default.
+  const presetKeys = [...new Set(Object.values(presets).flatMap((p) => Object.keys(p.values)))];
+  function applyPreset(preset) {
+    for (const name of presetKeys) {
+      const f = fields.get(`config.${name}`);
+      if (f) writeInput(f.spec, f.input, name in preset.values ? preset.values[name] : f.spec.defaultText);
+    }
+    clearErrors();
+  }
   const presetBar = h("div", {class: "presets"}, h("span", {class: "label"}, "Preset for your data:"),
-    Object.entries(PRESETS).map(([fmt, preset]) => h("button", {type: "button", class: "preset",
-      dataset: {preset: fmt}, title: `columns: ${preset.columns}`,
-      onclick: () => { setValues("config", preset.values); clearErrors(); }},
+    Object.entries(presets).map(([fmt, preset]) => h("button", {type: "button", class: "preset",
+      dataset: {preset: fmt}, title: `columns: ${preset.columns}; sets ${Object.keys(preset.values).join(", ")}`,
+      onclick: () => applyPreset(preset)},
     h("strong", {}, preset.label), h("small", {}, preset.columns))));
+
+  // ---------------------------------------------------------------- the filter: only fields whose name, title or help match
+  const filterEmpty = h("p", {class: "muted", id: "filter-empty", hidden: true}, "No field matches.");
+  const filterBox = h("input", {id: "field-filter", type: "search", placeholder: "Filter fields (name, title, help)",
+    autocomplete: "off", "aria-label": "Filter fields", oninput: () => applyFilter(filterBox.value)});
+  function applyFilter(text) {
+    const q = text.trim().toLowerCase();
+    for (const {spec, wrap} of fields.values()) {
+      wrap.hidden = Boolean(q) && ![spec.name, spec.title, spec.help].some((t) => String(t).toLowerCase().includes(q));
+    }
+    let shown = 0;
+    for (const section of form.querySelectorAll("details.group, section.essentials")) {
+      const matches = section.querySelectorAll(".field:not([hidden])").length;
+      shown += matches;
+      section.hidden = Boolean(q) && !matches;
+      if (q && section.tagName === "DETAILS") section.open = matches > 0; // open the groups that have matches
+    }
+    filterEmpty.hidden = shown > 0;
+  }
+
+  // ---------------------------------------------------------------- an uploaded dataset (#/datasets) as the data
+  const datasetSelect = h("select", {id: "dataset-pick", "aria-label": "Uploaded dataset"},
+    uploads.length ? uploads.map((d) => h("option", {value: d.ref}, `${d.name} (${d.kind === "beir" ? "BEIR" : d.format ?? "?"}, ${d.rows ?? "?"} rows)`))
+      : h("option", {value: ""}, "(none uploaded yet)"));
+  function useDataset(field) {
+    const d = uploads.find((x) => x.ref === datasetSelect.value);
+    if (!d) return;
+    setValues("config", {[field]: d.ref});
+    if (field === "train_name_or_path" && d.format) setValues("config", {data_format: d.format});
+  }
+  const datasetBar = h("div", {class: "dataset-pick"}, h("label", {for: "dataset-pick"}, "Uploaded dataset:"),
+    datasetSelect,
+    h("button", {type: "button", id: "use-train", disabled: !uploads.length,
+      onclick: () => useDataset("train_name_or_path")}, "Train on it"),
+    h("button", {type: "button", id: "use-valid", disabled: !uploads.length,
+      onclick: () => useDataset("valid_name_or_path")}, "Validate on it"),
+    h("a", {href: "#/datasets"}, "Upload…"));
 
   const templateSelect = h("select", {id: "template-select"});
   const templateBar = h("div", {class: "templates"}, h("label", {for: "template-select"}, "Template:"), templateSelect,
@@ -407,7 +491,7 @@ export async function renderForm(root) {
 
   fill(root, h("h1", {}, "New training job"),
     h("p", {class: "lede"}, `${manifest.name} ${manifest.version}: ${manifest.description}`),
-    presetBar, templateBar, form);
+    presetBar, datasetBar, templateBar, h("div", {class: "filter"}, filterBox, filterEmpty), form);
   await loadTemplates();
   return () => {}; // nothing to stop when leaving this page
 }
