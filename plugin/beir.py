@@ -15,12 +15,12 @@ the 1-based line and the field.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .jsonl import json_objects
 
 CORPUS_FILE, QUERIES_FILE, QRELS_DIR = "corpus.jsonl", "queries.jsonl", "qrels"
 
@@ -72,26 +72,17 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
     rows = []
     if not path.is_file():
         raise DataError(f"{path}: file not found (a BEIR folder needs {CORPUS_FILE}, {QUERIES_FILE} and {QRELS_DIR}/)")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {lineno} must be a JSON object, got {type(row).__name__}")
-            for key in required:
-                value = row.get(key)
-                if key == "_id" and isinstance(value, int) and not isinstance(value, bool):
-                    row[key] = value = str(value)  # some converters write numeric ids
-                if not isinstance(value, str):
-                    raise DataError(f"{path}: line {lineno}, field {key!r}: expected a string, got {value!r:.80}")
-            if "title" in row and row["title"] is not None and not isinstance(row["title"], str):
-                raise DataError(f"{path}: line {lineno}, field 'title': expected a string, got {row['title']!r:.80}")
-            row["_lineno"] = lineno
-            rows.append(row)
+    for lineno, row in json_objects(path, unit="line"):
+        for key in required:
+            value = row.get(key)
+            if key == "_id" and isinstance(value, int) and not isinstance(value, bool):
+                row[key] = value = str(value)  # some converters write numeric ids
+            if not isinstance(value, str):
+                raise DataError(f"{path}: line {lineno}, field {key!r}: expected a string, got {value!r:.80}")
+        if "title" in row and row["title"] is not None and not isinstance(row["title"], str):
+            raise DataError(f"{path}: line {lineno}, field 'title': expected a string, got {row['title']!r:.80}")
+        row["_lineno"] = lineno
+        rows.append(row)
     return rows
 
 

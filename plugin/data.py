@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .errors import DataError  # noqa: F401 - re-exported: plugin.data.DataError is where callers import it
+from .jsonl import json_objects
 
 FORMAT_COLUMNS = {"A": ("text1", "text2", "label"), "B": ("query", "positive"), "C": ("query", "positive", "negative")}
 TEXT_COLUMNS = {"A": ("text1", "text2"), "B": ("query", "positive"), "C": ("query", "positive", "negative")}
@@ -58,19 +59,7 @@ class Examples:
 
 # ------------------------------------------------------------------ reading
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: row {lineno} is not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: row {lineno} must be a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    return [row for _, row in json_objects(path)]
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:

@@ -100,6 +100,16 @@ class TL:
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    def install_dataset(self, dataset_id: str, rows: Path) -> None:
+        """A local dataset in TL's workspace, made with the lab SDK as TL's dataset upload does."""
+        target = self.lab(
+            "import asyncio, json; from lab import Dataset\n"
+            f"async def go():\n ds = await Dataset.create({dataset_id!r}); await ds.set_metadata(location='local')\n"
+            " return await ds.get_dir()\n"
+            "print(json.dumps(asyncio.run(go())))")
+        for f in rows.iterdir():
+            (Path(target) / f.name).write_bytes(f.read_bytes())
+
 
 def make_home(root: Path) -> tuple[Path, Path]:
     home = root / "tl-home"

@@ -27,17 +27,6 @@ JOB_READ = ("import asyncio, json; from lab import Job\n"
             "print(json.dumps(asyncio.run(Job('{job}').get_json_data(uncached=True))))")
 
 
-def install_dataset(tl: TL, dataset_id: str, rows_folder: Path) -> None:
-    """A local dataset in TL's workspace, made with the lab SDK as TL's dataset upload does."""
-    target = tl.lab(
-        "import asyncio, json; from lab import Dataset\n"
-        f"async def go():\n ds = await Dataset.create({dataset_id!r}); await ds.set_metadata(location='local')\n"
-        " return await ds.get_dir()\n"
-        "print(json.dumps(asyncio.run(go())))")
-    for f in rows_folder.iterdir():
-        (Path(target) / f.name).write_bytes(f.read_bytes())
-
-
 def create_job(tl: TL, job_id: str) -> None:
     """TL's API creates the job record (RUNNING) before it starts the harness."""
     tl.lab("import asyncio, json; from lab import Job\n"
@@ -96,7 +85,7 @@ def log_of(tmp_path: Path, job_id: str) -> str:
 
 def test_untouched_form_trains_reports_and_lists_the_model(tl_plugin: TL, tiny_bert: str, tmp_path: Path) -> None:
     tl = tl_plugin
-    install_dataset(tl, "angle-pairs", write_pairs(tmp_path / "data", n=96))
+    tl.install_dataset("angle-pairs", write_pairs(tmp_path / "data", n=96))
     create_job(tl, "11")
     proc = start_harness(tl, "11", form_for(tl, "11", tiny_bert, "angle-pairs", max_steps="24"), tmp_path)
     seen: list[int] = []
@@ -132,7 +121,7 @@ def test_untouched_form_trains_reports_and_lists_the_model(tl_plugin: TL, tiny_b
 
 def test_stop_button_checkpoints_and_says_stopped(tl_plugin: TL, tiny_bert: str, tmp_path: Path) -> None:
     tl = tl_plugin
-    install_dataset(tl, "angle-long", write_pairs(tmp_path / "data", n=96, dev=False))
+    tl.install_dataset("angle-long", write_pairs(tmp_path / "data", n=96, dev=False))
     create_job(tl, "12")
     proc = start_harness(tl, "12", form_for(tl, "12", tiny_bert, "angle-long", max_steps="100000"), tmp_path)
     deadline = time.monotonic() + 240
@@ -157,7 +146,7 @@ def test_stop_button_checkpoints_and_says_stopped(tl_plugin: TL, tiny_bert: str,
 
 def test_bad_dataset_fails_naming_file_row_and_column(tl_plugin: TL, tiny_bert: str, tmp_path: Path) -> None:
     tl = tl_plugin
-    install_dataset(tl, "angle-bad", write_pairs(tmp_path / "data", n=32, bad_row=5, dev=False))
+    tl.install_dataset("angle-bad", write_pairs(tmp_path / "data", n=32, bad_row=5, dev=False))
     create_job(tl, "13")
     proc = start_harness(tl, "13", form_for(tl, "13", tiny_bert, "angle-bad"), tmp_path)
     assert proc.wait(timeout=300) != 0
@@ -174,7 +163,7 @@ def test_bad_form_value_fails_naming_the_field(tl_plugin: TL, tiny_bert: str, tm
                                                changed: dict[str, str], field: str) -> None:
     tl = tl_plugin
     job_id = f"14{field}"
-    install_dataset(tl, f"angle-{field}", write_pairs(tmp_path / "data", n=16, dev=False))
+    tl.install_dataset(f"angle-{field}", write_pairs(tmp_path / "data", n=16, dev=False))
     create_job(tl, job_id)
     proc = start_harness(tl, job_id, form_for(tl, job_id, tiny_bert, f"angle-{field}", **changed), tmp_path)
     assert proc.wait(timeout=120) == 1

@@ -41,16 +41,6 @@ def test_task_yaml_is_valid_for_transformer_lab() -> None:
     assert set(parsed.parameters or {}) <= set(TrainConfig.model_fields)  # TrainConfig's names
 
 
-def install_dataset(tl: TL, dataset_id: str, rows: Path) -> None:
-    target = tl.lab(
-        "import asyncio, json; from lab import Dataset\n"
-        f"async def go():\n ds = await Dataset.create({dataset_id!r}); await ds.set_metadata(location='local')\n"
-        " return await ds.get_dir()\n"
-        "print(json.dumps(asyncio.run(go())))")
-    for f in rows.iterdir():
-        (Path(target) / f.name).write_bytes(f.read_bytes())
-
-
 def create_job(tl: TL, parameters: dict[str, Any], **job_data: Any) -> str:
     """What TL's launcher does before `run`: a job in the experiment, the task's parameters in its job_data."""
     return tl.lab(
@@ -90,7 +80,7 @@ def parameters(tiny_bert: str, dataset_id: str, **changed: str) -> dict[str, Any
 
 def test_task_trains_reports_and_saves_the_model(tl_task: TL, tiny_bert: str, tmp_path: Path) -> None:
     tl = tl_task
-    install_dataset(tl, "pairs", write_pairs(tmp_path / "data", n=64))
+    tl.install_dataset("pairs", write_pairs(tmp_path / "data", n=64))
     job_id = create_job(tl, parameters(tiny_bert, "pairs", max_steps="12", save_steps="4"))
     proc = start_run(tl, job_id, tmp_path / "run.log")
     assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-4000:]
@@ -109,7 +99,7 @@ def test_task_trains_reports_and_saves_the_model(tl_task: TL, tiny_bert: str, tm
 
 def test_stop_then_resume_from_the_checkpoint(tl_task: TL, tiny_bert: str, tmp_path: Path) -> None:
     tl = tl_task
-    install_dataset(tl, "long", write_pairs(tmp_path / "data", n=96, dev=False))
+    tl.install_dataset("long", write_pairs(tmp_path / "data", n=96, dev=False))
     first = create_job(tl, parameters(tiny_bert, "long", max_steps="100000", save_steps="1000000"))
     proc = start_run(tl, first, tmp_path / "first.log")
     deadline = time.monotonic() + 300
@@ -139,7 +129,7 @@ def test_stop_then_resume_from_the_checkpoint(tl_task: TL, tiny_bert: str, tmp_p
 
 def test_bad_parameter_is_a_failed_job_naming_it(tl_task: TL, tiny_bert: str, tmp_path: Path) -> None:
     tl = tl_task
-    install_dataset(tl, "small", write_pairs(tmp_path / "data", n=16, dev=False))
+    tl.install_dataset("small", write_pairs(tmp_path / "data", n=16, dev=False))
     job_id = create_job(tl, parameters(tiny_bert, "small", ibn_tau="-1"))
     proc = start_run(tl, job_id, tmp_path / "run.log")
     assert proc.wait(timeout=300) == 1
