@@ -49,16 +49,21 @@ class RandState:
             yield
 
 
-def split_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_rows: int) -> list[Chunk]:
+def split_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_rows: int,
+               multiple_of: int | None = None) -> list[Chunk]:
     """Consecutive chunks of chunk_rows rows, each cut to its own longest text.
 
     Only trailing all-padding columns are dropped (right padding), so no real
-    token changes position and the embeddings equal the full batch's.
+    token changes position and the embeddings equal the full batch's. With
+    multiple_of, a chunk keeps its width rounded up to that multiple (fewer
+    distinct shapes for compiled kernels), never wider than the batch.
     """
     chunks = []
     for start in range(0, input_ids.size(0), chunk_rows):
         ids, mask = input_ids[start: start + chunk_rows], attention_mask[start: start + chunk_rows]
         used = torch.nonzero(mask.any(0)).max().item() + 1 if mask.any() else mask.size(1)
+        if multiple_of:
+            used = min(mask.size(1), -(-used // multiple_of) * multiple_of)
         chunks.append((ids[:, :used], mask[:, :used]))
     return chunks
 

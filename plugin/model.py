@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import resolve_model_path
 from .data import apply_prompt, pad_sequences
+from .gradcache import split_rows
 from .llm import ensure_eos, load_saved_backbone, resolve_backbone_path
 from .pooling import pool
 
@@ -36,8 +37,24 @@ class AnglEModel(nn.Module):
         self.pooling_strategy = pooling_strategy
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False,
-                **_: Any) -> torch.Tensor:
-        """(N, H); with all_layers, (L, N, H): layers 1..L pooled, [-1] the usual output (AdaptiveLayer, Espresso)."""
+                row_groups: int = 1, multiple_of: int | None = None, **_: Any) -> torch.Tensor:
+        """(N, H); with all_layers, (L, N, H): layers 1..L pooled, [-1] the usual output (AdaptiveLayer, Espresso).
+
+        row_groups > 1: the rows are that many equal groups (a batch's columns: queries, then documents...),
+        each run through the backbone cut to its own longest text (plugin/gradcache.split_rows). Short queries
+        then cost their own length, not the documents': on SciFact (22-token queries, 246-token documents) a
+        (query, document) batch costs ~45% less, with the same embeddings (only trailing padding is dropped).
+        The split happens inside forward, so DDP sees one forward per backward.
+        """
+        n = input_ids.size(0)
+        if row_groups > 1 and n % row_groups == 0:
+            chunks = split_rows(input_ids, attention_mask, n // row_groups, multiple_of)
+            # Worth a second backbone call only when it drops a real share of the padded tokens.
+            if sum(ids.numel() for ids, _ in chunks) < 0.85 * input_ids.numel():
+                return torch.cat([self._pooled(ids, mask, all_layers) for ids, mask in chunks], dim=-2)
+        return self._pooled(input_ids, attention_mask, all_layers)
+
+    def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                             **({"output_hidden_states": True} if all_layers else {}))
         if all_layers:  # hidden_states[0] is the embedding layer; the last is taken as last_hidden_state

@@ -89,15 +89,19 @@ class AnglETrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `model` is the accelerate/DDP-wrapped module: calling it is what syncs gradients.
-        out = self._embed(model, inputs["input_ids"], inputs["attention_mask"])
+        # Each column (text1/text2, query/positive/negatives) cut to its own longest text.
+        out = self._embed(model, inputs["input_ids"], inputs["attention_mask"],
+                          row_groups=n_columns(self.data_format, self.angle_config))
         loss = self._embeddings_loss(out, inputs)
         emb = out[-1] if needs_all_layers(self.angle_config) else out
         return (loss, {"embeddings": emb}) if return_outputs else loss
 
-    def _embed(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _embed(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               row_groups: int = 1) -> torch.Tensor:
         # AdaptiveLayer/Espresso read every layer: out is (L, N, H) then, its last row the usual output.
         all_layers = needs_all_layers(self.angle_config)
-        return model(input_ids=input_ids, attention_mask=attention_mask, all_layers=all_layers)
+        return model(input_ids=input_ids, attention_mask=attention_mask, all_layers=all_layers,
+                     row_groups=row_groups, multiple_of=self.angle_config.effective_pad_multiple)
 
     def _cross_device(self) -> bool:
         return self.angle_config.negatives_cross_device and world_size() > 1

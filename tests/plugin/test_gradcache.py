@@ -110,3 +110,34 @@ def test_split_rows_trims_trailing_padding_only():
     assert a[0].shape == (2, 2) and b[0].shape == (2, 4)
     left = torch.tensor([[0, 0, 5, 6], [0, 5, 6, 7]])  # left padding: nothing to trim, positions unchanged
     assert split_rows(left, (left != 0).long(), 2)[0][0].shape == (2, 4)
+
+
+def test_row_groups_cut_each_column_to_its_own_length_with_the_same_embeddings_and_gradients(tiny_bert):
+    """AnglEModel(row_groups=n): short queries no longer pay for the documents' padding, exactly."""
+    tok = load_tokenizer(tiny_bert)
+    model = AnglEModel(no_dropout(load_backbone(tiny_bert)), "mean")
+    queries = [f"query {i}" for i in range(4)]
+    docs = [" ".join(f"word{j}" for j in range(20 + 3 * i)) for i in range(4)]
+    batch = tok(queries + docs, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    calls = []
+
+    def run(row_groups: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        emb = model(ids, mask, row_groups=row_groups)
+        (emb.square().sum() + emb[:, 0].sum()).backward()  # any loss of the embeddings
+        return emb.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    hook = model.backbone.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
+                                                    with_kwargs=True)
+    whole, g_whole = run(1)
+    split, g_split = run(2)
+    hook.remove()
+    assert calls[0] == ids.shape and len(calls) == 3  # one call, then one per column
+    assert calls[1][1] < calls[2][1] == ids.shape[1]  # the query half is cut to its own longest text
+    assert torch.allclose(whole, split, atol=1e-5)
+    assert g_whole.keys() == g_split.keys() and len(g_whole) > 10
+    for name, g in g_whole.items():  # fp32 sums in another order: equal to a relative 1e-5
+        if name.endswith("key.bias"):  # its true gradient is 0 (softmax ignores a shift): rounding noise only
+            continue
+        assert torch.allclose(g, g_split[name], rtol=1e-4, atol=1e-5 * g.abs().max().item()), name
