@@ -1,4 +1,5 @@
-"""Retrieval fine-tuning benchmark: ours vs sentence-transformers MNRL / CachedMNRL vs angle-emb 0.6.1, in one run.
+"""Retrieval fine-tuning benchmark: ours vs sentence-transformers MNRL / CachedMNRL vs angle-emb 0.6.1 vs FlagEmbedding
+1.4.2, in one run.
 
     .venv/bin/python bench/train_retrieval.py                          # full run: SciFact train -> dev (hours on 2 CPUs)
     .venv/bin/python bench/train_retrieval.py --eval ../shared/data/scifact --split dev \
@@ -9,13 +10,18 @@ Same model (all-MiniLM-L6-v2, local), same training pairs (--train DIR, qrels/--
 "title text") pair per relevant judgement), max length 256, 2 threads. Each system trains in its own child
 process (ours: `python -m plugin.train --config` in the main venv with plugin/quickstart.py's RECOMMENDED_B, or
 RECOMMENDED_MINED with ours_hn; the peers: bench/peers/*_retrieval.py in the peer venv bench/.venv-peers, made by
-bench/train_stsb.py's ensure_peer_venv). Each child reports its own training wall time (model load, mining, save and
+bench/train_stsb.py's ensure_peer_venv, plus FlagEmbedding and faiss-cpu for flag_embedding, installed here when
+missing). Each child reports its own training wall time (model load, mining, save and
 evaluation excluded); this process polls the peak RSS of the child's process tree. Every saved model is then scored
 by ONE shared scorer (bench/common.py score_beir: every query of --eval/qrels/--split ranks the whole corpus, exact
 cosine search, fp32, each system's pooling and prompts, max length 256). Prints one markdown table, writes it to --out.
 
-FlagEmbedding (encoder fine-tuning: temperature 0.02, train_group_size 8, its own hard-negative mining) is not run:
-see docs/benchmarks.md for why.
+flag_embedding: FlagEmbedding's own encoder-only fine-tuning (FlagEmbedding.finetune.embedder.encoder_only.base, its
+runner and trainer, one CPU process, fp32) on one {"query", "pos", "neg"} line per training query, the negatives
+mined first with the starting model the way its scripts/hn_mine.py does (faiss IndexFlatIP, ranks 10-100, 15 per
+query); temperature 0.02, train_group_size 8, mean pooling, and the epochs, batch size, learning rate and warmup of
+its README example (bench/peers/run_flag_retrieval.py says what is kept and left out). Its pairs/s counts one
+(query, positive) example per query per epoch, each also carrying 7 negatives.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from common import (  # noqa: E402
 from plugin.quickstart import RECOMMENDED_B, RECOMMENDED_MINED  # noqa: E402
 
 MODEL = minilm_path()
-SYSTEMS = ["zero_shot", "ours", "ours_hn", "st_mnrl", "st_cmnrl", "angle_emb"]
+SYSTEMS = ["zero_shot", "ours", "ours_hn", "st_mnrl", "st_cmnrl", "angle_emb", "flag_embedding"]
 LABELS = {
     "zero_shot": "zero-shot MiniLM (no training)",
     "ours": "ours (RECOMMENDED_B)",
@@ -58,7 +64,10 @@ LABELS = {
     "st_mnrl": "ST MNRL (Transformer Lab plugin defaults)",
     "st_cmnrl": "ST CachedMNRL (our batch size)",
     "angle_emb": "angle-emb 0.6.1 format B (README advice)",
+    "flag_embedding": "FlagEmbedding 1.4.2 encoder fine-tuning + its mined negatives (README example)",
 }
+PEERS = ["st_mnrl", "st_cmnrl", "angle_emb", "flag_embedding"]
+FLAG_PACKAGES = ["FlagEmbedding==1.4.2", "faiss-cpu==1.15.1"]  # in the peer venv, for flag_embedding only
 
 
 @dataclass
@@ -100,7 +109,7 @@ def command(system: str, run_dir: Path, args: argparse.Namespace) -> tuple[list[
 
     peers = BENCH_DIR / "peers"
     common = ["--model", MODEL, "--beir", str(args.train), "--split", args.train_split, "--out", str(run_dir),
-              "--maxlen", str(args.maxlen), "--threads", str(THREADS), "--seed", str(args.seed),
+              "--maxlen", str(args.maxlen), "--threads", str(args.threads), "--seed", str(args.seed),
               *(["--max-pairs", str(args.max_pairs)] if args.max_pairs else [])]
     if system.startswith("ours"):
         cfg = {**our_recipe(system, args), "save_dir": str(run_dir / "model")}
@@ -112,6 +121,18 @@ def command(system: str, run_dir: Path, args: argparse.Namespace) -> tuple[list[
         cfg = {"loss": "cmnrl", "epochs": args.epochs or RECOMMENDED_B["epochs"],
                "batch_size": RECOMMENDED_B["batch_size"], "mini_batch_size": RECOMMENDED_B["mini_batch_size"],
                "lr": 2e-5, "warmup_ratio": 0.1}
+    elif system == "flag_embedding":
+        # FlagEmbedding's examples/finetune/embedder/README.md, "3. Train / (1) standard model": num_train_epochs 2,
+        # per_device_train_batch_size 2, learning_rate 1e-5, warmup_ratio 0.1, train_group_size 8, temperature 0.02;
+        # scripts/hn_mine.py with range_for_sampling 10-100 (the README shows 2-200; 10-100 as ours_hn) x 15.
+        cfg = {"epochs": args.epochs or 2, "batch_size": 2, "lr": 1e-5, "warmup_ratio": 0.1, "group_size": 8,
+               "temperature": 0.02, "mine_range": "10-100", "mine_number": 15}
+        return [str(peer_python()), str(peers / "run_flag_retrieval.py"), *common,
+                "--epochs", str(cfg["epochs"]), "--batch-size", str(cfg["batch_size"]), "--lr", str(cfg["lr"]),
+                "--warmup-ratio", str(cfg["warmup_ratio"]), "--group-size", str(cfg["group_size"]),
+                "--temperature", str(cfg["temperature"]), "--mine-range", cfg["mine_range"],
+                "--mine-number", str(cfg["mine_number"]),
+                *(["--max-docs", str(args.max_docs)] if args.max_docs else [])], cfg
     else:
         cfg = {"epochs": args.epochs or 3, "batch_size": 32, "lr": 2e-5}
         return [str(peer_python()), str(peers / "run_angle_emb_retrieval.py"), *common,
@@ -130,6 +151,10 @@ def recipe_text(system: str, cfg: dict[str, Any]) -> str:
             text += (f", mined ranks {cfg['mine_range_for_sampling']} x{cfg['mine_negative_number']}, "
                      f"group {cfg['train_group_size']}")
         return text
+    if system == "flag_embedding":
+        return (f"{cfg['epochs']} ep, bs {cfg['batch_size']} x group {cfg['group_size']}, lr {cfg['lr']:g}, "
+                f"warmup {cfg['warmup_ratio']:.0%}, temp {cfg['temperature']:g}, "
+                f"mined ranks {cfg['mine_range']} x{cfg['mine_number']}")
     extra = f" (mini {cfg['mini_batch_size']})" if "mini_batch_size" in cfg else ""
     return f"{cfg['epochs']} ep, bs {cfg['batch_size']}{extra}, lr {cfg['lr']:g}" + (
         f", warmup {cfg['warmup_ratio']:.0%}, NO_DUPLICATES" if "warmup_ratio" in cfg else ", warmup 10%, ibn_tau 20")
@@ -146,7 +171,7 @@ def train_system(system: str, args: argparse.Namespace, out_root: Path) -> Run:
     cmd, cfg = command(system, run_dir, args)
     run.recipe, run.epochs = recipe_text(system, cfg), int(cfg["epochs"])
     print(f"{system}: {' '.join(cmd)}", flush=True)
-    child = run_child(cmd, child_env(), run_dir / "log.txt")
+    child = run_child(cmd, child_env(args.threads), run_dir / "log.txt")
     run.wall_s, run.peak_rss = child.wall_s, child.peak_tree_rss
     if child.returncode != 0:
         run.error = f"exit {child.returncode}; see {run_dir / 'log.txt'}"
@@ -176,7 +201,7 @@ def target_lines(runs: list[Run]) -> list[str]:
     """The issue's targets, checked on this run."""
     by = {r.system: r for r in runs if not r.error and r.scores}
     ours = [by[s] for s in ("ours", "ours_hn") if s in by]
-    peers = [by[s] for s in ("st_mnrl", "st_cmnrl", "angle_emb") if s in by]
+    peers = [by[s] for s in PEERS if s in by]
     lines = []
     if not ours:
         return ["- ours did not run: no target checked"]
@@ -212,7 +237,8 @@ def render(runs: list[Run], args: argparse.Namespace) -> str:
     head = [
         "# Retrieval training benchmark (bench/train_retrieval.py)",
         "",
-        f"- {machine_line()}; model all-MiniLM-L6-v2, max length {args.maxlen}, fp32 everywhere",
+        f"- {machine_line().replace(f'{THREADS} threads', f'{args.threads} threads')}; model all-MiniLM-L6-v2, "
+        f"max length {args.maxlen}, fp32 everywhere",
         f"- train: {args.train} qrels/{args.train_split}.tsv, {args.n_pairs} (query, document) pairs; "
         f"scored: {args.eval} qrels/{args.split}.tsv against the whole corpus"
         + (f" (**SMOKE: corpus cut to {args.max_docs} docs**)" if args.max_docs else ""),
@@ -237,6 +263,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-docs", type=int, default=None, help="score against a cut corpus (smoke runs only)")
     p.add_argument("--ours-override", default=None, help='JSON merged into our recipe, e.g. \'{"ibn_tau": 50}\'')
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=THREADS, help="torch/OpenMP threads of every child and the scorer")
     p.add_argument("--out", default=str(BENCH_DIR / "results" / "train_retrieval.md"))
     args = p.parse_args(argv)
     args.eval = args.eval or args.train
@@ -247,11 +274,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def ensure_flag_packages() -> None:
+    """FLAG_PACKAGES in the peer venv (train_stsb's ensure_peer_venv does not install them), unless present."""
+    import subprocess
+
+    from train_stsb import peer_python
+
+    wanted = dict(spec.split("==") for spec in FLAG_PACKAGES)
+    check = f"from importlib.metadata import version; assert {{n: version(n) for n in {list(wanted)!r}}} == {wanted!r}"
+    if subprocess.run([str(peer_python()), "-c", check], capture_output=True).returncode == 0:
+        return
+    print(f"installing {', '.join(FLAG_PACKAGES)} into the peer venv", flush=True)
+    cmd = [str(peer_python()), "-m", "pip", "install", "-q", *FLAG_PACKAGES]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"peer venv install failed: {' '.join(cmd)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     import os
 
     args = parse_args(argv)
-    setup_process(THREADS)
+    setup_process(args.threads)
     os.chdir(REPO_DIR)
     pairs = read_beir_split(args.train, args.train_split)["pairs"]
     args.n_pairs = min(len(pairs), args.max_pairs or len(pairs))
@@ -259,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         from train_stsb import ensure_peer_venv
 
         ensure_peer_venv()
+    if "flag_embedding" in args.systems:
+        ensure_flag_packages()
     out = Path(args.out)
     t0 = time.perf_counter()
     runs = [train_system(s, args, out.parent / "retrieval") for s in args.systems]
