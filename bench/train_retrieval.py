@@ -119,7 +119,7 @@ def command(system: str, run_dir: Path, args: argparse.Namespace) -> tuple[list[
         cfg = {"loss": "mnrl", "epochs": args.epochs or 3, "batch_size": 16, "lr": 2e-5, "warmup_ratio": 0.1}
     elif system == "st_cmnrl":  # our batch size and GradCache chunk
         cfg = {"loss": "cmnrl", "epochs": args.epochs or RECOMMENDED_B["epochs"],
-               "batch_size": RECOMMENDED_B["batch_size"], "mini_batch_size": RECOMMENDED_B["mini_batch_size"],
+               "batch_size": RECOMMENDED_B["batch_size"], "mini_batch_size": RECOMMENDED_B.get("mini_batch_size") or 16,
                "lr": 2e-5, "warmup_ratio": 0.1}
     elif system == "flag_embedding":
         # FlagEmbedding's examples/finetune/embedder/README.md, "3. Train / (1) standard model": num_train_epochs 2,
@@ -145,7 +145,8 @@ def command(system: str, run_dir: Path, args: argparse.Namespace) -> tuple[list[
 
 def recipe_text(system: str, cfg: dict[str, Any]) -> str:
     if system.startswith("ours"):
-        text = (f"{cfg['epochs']} ep, bs {cfg['batch_size']} (GradCache {cfg.get('mini_batch_size')}), "
+        cache = f"GradCache {cfg['mini_batch_size']}" if cfg.get("mini_batch_size") else "no GradCache"
+        text = (f"{cfg['epochs']} ep, bs {cfg['batch_size']} ({cache}), "
                 f"lr {cfg['learning_rate']:g}, warmup {cfg['warmup_ratio']:.0%}, ibn_tau {cfg['ibn_tau']:g}")
         if cfg.get("mine_hard_negatives"):
             text += (f", mined ranks {cfg['mine_range_for_sampling']} x{cfg['mine_negative_number']}, "

@@ -495,7 +495,7 @@ def test_essentials_come_first_presets_set_the_recipe_and_the_filter_finds_field
     page.click('[data-preset="B"]')
     assert {n: _value(page, n) for n in ("data_format", "learning_rate", "batch_size", "mini_batch_size", "maxlen",
                                          "epochs", "ibn_w", "cosine_w", "ibn_tau")} == {
-        "data_format": "B", "learning_rate": "0.00002", "batch_size": "64", "mini_batch_size": "16", "maxlen": "256",
+        "data_format": "B", "learning_rate": "0.0001", "batch_size": "64", "mini_batch_size": "", "maxlen": "256",
         "epochs": "3", "ibn_w": "1", "cosine_w": "0", "ibn_tau": "20"}
     page.click('[data-preset="C"]')
     assert (_value(page, "cln_w"), _value(page, "train_group_size")) == ("1", "4")
