@@ -366,6 +366,13 @@ class TrainConfig(BaseModel):
     eval_strategy: Literal["no", "steps", "epoch"] = Field("epoch", json_schema_extra={"group": "Training"})
     eval_steps: int = Field(1000, ge=1, json_schema_extra={"group": "Training"})
     eval_batch_size: int = Field(64, ge=1, json_schema_extra={"group": "Training"})
+    encode_compile: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Encode evaluation texts and mining pools through torch.compile with frozen weights "
+        "(about 2x faster fp32 encoding on a CPU, same embeddings; ~20 s to compile per evaluation). auto: on a "
+        "CPU, for inputs of 300k tokens or more (a BEIR corpus, not STS-B); on: always; off: never.",
+        json_schema_extra={"group": "Training"},
+    )
     evaluate_before_training: bool = Field(
         True, description="Score the starting model on valid/test data so every run reports before/after.",
         json_schema_extra={"group": "Training"},

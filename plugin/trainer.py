@@ -281,10 +281,10 @@ def _teacher_encoder(config: TrainConfig, model: AnglEModel, tokenizer: Any) -> 
     name = config.teacher_name_or_path
     if not name or (_same_model(name, config.model_name_or_path) and not config.tokenizer_name_or_path):
         teacher = AnglEModel(model.backbone, pooling).train(model.training)
-        return Encoder(teacher, tokenizer, config.maxlen, normalize=True)
+        return Encoder(teacher, tokenizer, config.maxlen, normalize=True, compile=config.encode_compile)
     from .model import load
 
-    t_enc = load(name)
+    t_enc = load(name, compile=config.encode_compile)
     t_enc.model.pooling_strategy = pooling
     t_enc.maxlen = config.maxlen
     return t_enc
@@ -352,7 +352,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         raise ValueError(f"angle_w > 0 needs an even hidden size; the model has {model.hidden_size}")
     if torch.cuda.is_available() and config.load_kbit == 16:  # k-bit weights were placed on the GPU at load
         model.cuda()
-    encoder = Encoder(model, tokenizer, config.maxlen, normalize=True)
+    encoder = Encoder(model, tokenizer, config.maxlen, normalize=True, compile=config.encode_compile)
     precision = "bf16" if config.bf16 else ("fp16" if config.fp16 else "fp32")
     mine_seconds = None
     if config.mine_hard_negatives:  # format B/BEIR -> C with the starting model, before any update

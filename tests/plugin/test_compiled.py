@@ -1,0 +1,57 @@
+"""Encoder.encode through torch.compile with frozen weights (plugin/compiled.py): same embeddings, fresh weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from plugin import load
+from plugin.compiled import AUTO_MIN_TOKENS, wants_compile
+
+TEXTS = [f"sentence number {i} " + "word " * (i % 13) for i in range(40)] + ["short"]
+
+
+def test_wants_compile_auto_only_on_long_cpu_inputs_and_validates_the_mode():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert wants_compile("auto", cpu, AUTO_MIN_TOKENS, 22_000_000)
+    assert not wants_compile("auto", cpu, AUTO_MIN_TOKENS - 1, 22_000_000)
+    assert not wants_compile("auto", cuda, AUTO_MIN_TOKENS, 22_000_000)
+    assert not wants_compile("auto", cpu, AUTO_MIN_TOKENS, 7_000_000_000)  # frozen constants copy the weights
+    assert wants_compile("on", cuda, 1, 1) and not wants_compile("off", cpu, 10**9, 1)
+    with pytest.raises(ValueError, match="compile must be one of auto, on, off, got 'yes'"):
+        wants_compile("yes", cpu, 1, 1)
+
+
+def test_encoder_rejects_an_unknown_compile_mode(tiny_bert):
+    with pytest.raises(ValueError, match="compile must be one of"):
+        load(tiny_bert, compile="always")
+
+
+def test_compiled_encode_gives_the_eager_embeddings_and_follows_weight_updates(tiny_bert):
+    eager, compiled = load(tiny_bert, compile="off"), load(tiny_bert, compile="on")
+    np.testing.assert_allclose(compiled.encode(TEXTS), eager.encode(TEXTS), atol=1e-5)
+    assert compiled._compiled.compiles == 1
+    compiled.encode(TEXTS[:5])  # same weights: the compiled graph is reused
+    assert compiled._compiled.compiles == 1
+
+    # A training step changes the weights in place: frozen constants must not serve stale embeddings.
+    with torch.no_grad():
+        for enc in (eager, compiled):
+            next(enc.model.backbone.parameters()).add_(0.5)
+    np.testing.assert_allclose(compiled.encode(TEXTS), eager.encode(TEXTS), atol=1e-5)
+    assert compiled._compiled.compiles == 2
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tiny_bert, caplog, monkeypatch):
+    enc, eager = load(tiny_bert, compile="on"), load(tiny_bert, compile="off")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("dynamo cannot trace this backbone")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: broken)
+    with caplog.at_level("WARNING", logger="angle_lab"):
+        np.testing.assert_allclose(enc.encode(TEXTS), eager.encode(TEXTS), atol=1e-6)
+        enc.encode(TEXTS)
+    assert enc._compiled.failed
+    assert sum("torch.compile of the encoder failed" in r.message for r in caplog.records) == 1
