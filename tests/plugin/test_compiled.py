@@ -55,3 +55,22 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(tiny_bert, caplog,
         enc.encode(TEXTS)
     assert enc._compiled.failed
     assert sum("torch.compile of the encoder failed" in r.message for r in caplog.records) == 1
+
+
+def test_a_training_job_scores_the_same_with_compiled_evaluation(tiny_bert, tmp_path):
+    """Before, per-epoch and after scores of a BEIR valid set: the weights change between evaluations,
+    so each one must compile afresh rather than serve the starting weights' frozen graph."""
+    from plugin import TrainConfig, train
+    from tests.plugin.test_beir import write_beir
+
+    root = write_beir(tmp_path / "beir")
+    runs = {}
+    for mode in ("off", "on"):
+        cfg = TrainConfig(model_name_or_path=tiny_bert, train_name_or_path=str(root), valid_name_or_path=str(root),
+                          valid_split_name="dev", save_dir=str(tmp_path / mode), epochs=2, batch_size=4,
+                          learning_rate=1e-3, warmup_steps=0, encode_compile=mode)
+        result = train(cfg)
+        runs[mode] = {k: v for k, v in result.metrics.items() if "valid_" in k}
+    assert {"before/valid_ndcg@10", "after/valid_ndcg@10", "best/valid_ndcg@10"} <= set(runs["on"])
+    assert runs["on"]["before/valid_mrr@10"] != runs["on"]["after/valid_mrr@10"]  # training moved the scores
+    assert runs["on"] == pytest.approx(runs["off"], abs=1e-6)
