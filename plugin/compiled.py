@@ -55,7 +55,7 @@ def wants_compile(mode: str, device: torch.device, n_tokens: int, n_params: int)
 class FrozenCompile:
     """A module compiled for inference with frozen weights, recompiled when its weights change.
 
-    call(module) returns the function to run in place of module(...): the compiled one, or module
+    get(module) returns the function to run in place of module(...): the compiled one, or module
     itself when compiling failed (a backbone dynamo cannot trace: logged once, then eager for good).
     """
 
