@@ -151,7 +151,9 @@ def test_stop_mid_run_checkpoints_and_ends_stopped(tiny_config, lab_env):
 
 def test_kill9_worker_and_trainer_then_resume_from_checkpoint(tiny_config, lab_env):
     engine = lab_engine(lab_env)
-    max_steps = 24
+    # Enough steps that the first attempt cannot finish between the poll and the kill on a fast, quiet host
+    # (at 24 it could: the resume then started from the final checkpoint and trained no step).
+    max_steps = 120
     job_id = queue(engine, lab_env, {**tiny_config, "max_steps": max_steps, "save_strategy": "steps",
                                      "save_steps": 5, "save_total_limit": 2})
     worker = main_py(["worker"], lab_env)
@@ -169,7 +171,7 @@ def test_kill9_worker_and_trainer_then_resume_from_checkpoint(tiny_config, lab_e
         ckpt_row = int(Path(killed.job_data["last_checkpoint"]).name.split("-")[1])
         ckpt = last_complete_checkpoint(Path(tiny_config["save_dir"]) / "checkpoints")
         ckpt_step = int(Path(ckpt).name.split("-")[1])
-        assert ckpt_step >= ckpt_row
+        assert ckpt_row <= ckpt_step < max_steps, "the first attempt finished before the kill: nothing to resume"
         worker = main_py(["worker"], lab_env)
         wait_for(lambda: jobs.get_job(engine, job_id).status in ("COMPLETE", "FAILED"), 180, "the resumed run to end")
     finally:
