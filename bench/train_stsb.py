@@ -179,9 +179,10 @@ def ensure_peer_venv() -> None:
 
 
 # ------------------------------------------------------------------- commands
-def our_command(run_dir: Path, budget: str, bf16: bool, max_pairs: int | None) -> tuple[list[str], dict[str, Any]]:
-    """`python -m plugin.train --config <run_dir>/config.json` for our recipe at `budget`."""
-    cfg = {**OUR_RECIPES[budget], "save_dir": str(run_dir / "model")}
+def our_command(run_dir: Path, budget: str, bf16: bool, max_pairs: int | None,
+                override: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any]]:
+    """`python -m plugin.train --config <run_dir>/config.json` for our recipe at `budget`, plus `override`."""
+    cfg = {**OUR_RECIPES[budget], **(override or {}), "save_dir": str(run_dir / "model")}
     if bf16:
         cfg["bf16"] = True
     if max_pairs:
@@ -274,15 +275,18 @@ def collect_peer(run: Run, run_dir: Path) -> None:
 
 
 def run_system(system: str, budget: str, out_root: Path, n_rows: int, max_pairs: int | None,
-               load_s: Callable[[], float]) -> Run:
-    """Train `system` at `budget` in a child process; time, peak RSS and model folder into a Run."""
+               load_s: Callable[[], float], ours_override: dict[str, Any] | None = None) -> Run:
+    """Train `system` at `budget` in a child process (ours with `ours_override` merged in).
+
+    Time, peak RSS and model folder go into a Run.
+    """
     run_dir = out_root / "runs" / budget / system
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "result.json").unlink(missing_ok=True)
     run = Run(budget=budget, system=system, recipe=recipe_text(system, budget))
     cfg: dict[str, Any] = {}
     if system.startswith("ours"):
-        cmd, cfg = our_command(run_dir, budget, system == "ours_bf16", max_pairs)
+        cmd, cfg = our_command(run_dir, budget, system == "ours_bf16", max_pairs, ours_override)
         (Path(cfg["save_dir"]) / "metrics.json").unlink(missing_ok=True)
     elif system.startswith("angle_emb"):
         cmd = angle_emb_command(run_dir, system, budget, max_pairs)
@@ -455,6 +459,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma list of budget:system runs to leave out, e.g. classic:st_angle")
     p.add_argument("--max-pairs", type=int, default=None, help="train on the first N pairs only (smoke runs)")
     p.add_argument("--dev", action="store_true", help="also score STS-B dev")
+    p.add_argument("--ours-override", default=None, help='JSON merged into our recipes, e.g. \'{"host_memory": "reuse"}\'')
     p.add_argument("--out", default=str(BENCH_DIR / "results" / "train_stsb.md"))
     args = p.parse_args(argv)
     args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
@@ -464,6 +469,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad += [":".join(x) for x in args.skip if len(x) != 2 or x[0] not in args.budgets or x[1] not in args.systems]
     if bad:
         p.error(f"unknown budget/system: {', '.join(bad)}")
+    try:
+        args.ours_override = json.loads(args.ours_override) if args.ours_override else None
+    except json.JSONDecodeError as e:
+        p.error(f"--ours-override is not JSON: {e}")
+    if args.ours_override is not None and not isinstance(args.ours_override, dict):
+        p.error("--ours-override must be a JSON object")
     return args
 
 
@@ -504,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         return cache["v"]
 
     t0 = time.perf_counter()
-    runs = [run_system(s, b, out_root, ctx.n_rows, args.max_pairs, load_s)
+    runs = [run_system(s, b, out_root, ctx.n_rows, args.max_pairs, load_s, args.ours_override)
             for b in args.budgets for s in args.systems if (b, s) not in args.skip]
     # Re-measure the peak after the runs; keep the higher one (the less disturbed).
     ctx.end_peaks = matmul_peaks("ours_bf16" in args.systems)

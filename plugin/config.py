@@ -373,6 +373,14 @@ class TrainConfig(BaseModel):
         "CPU, for inputs of 300k tokens or more (a BEIR corpus, not STS-B); on: always; off: never.",
         json_schema_extra={"group": "Training"},
     )
+    host_memory: Literal["flat", "reuse"] = Field(
+        "flat",
+        description="What the training process does with freed tensors on Linux (glibc). flat: blocks of 1 MB "
+        "or more go back to the OS at once, keeping peak RSS near the live peak; reuse: the heap keeps them for "
+        "the next steps, which stops the per-step page faults (1.14-1.26x faster MiniLM training on a 2-core VM, "
+        "~0.25 GB higher peak RSS).",
+        json_schema_extra={"group": "Training"},
+    )
     evaluate_before_training: bool = Field(
         True, description="Score the starting model on valid/test data so every run reports before/after.",
         json_schema_extra={"group": "Training"},

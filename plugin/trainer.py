@@ -40,7 +40,7 @@ from .evaluate import PRIMARY_METRIC, evaluate
 from .export import model_card, save_model, write_json
 from .gradcache import gradcache_step, split_rows
 from .llm import build_backbone, load_backbone
-from .memory import limit_heap_growth
+from .memory import set_host_memory
 from .model import AnglEModel, Encoder, interpolate_weights, load_tokenizer, set_dropout
 from .modifiers import check_model_fit, eval_variants, needs_all_layers, total_loss
 from .objective import kd_term, n_columns
@@ -324,7 +324,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     """Train, evaluate before/after, and save a sentence-transformers model to config.save_dir."""
     from transformers import set_seed
 
-    limit_heap_growth()
+    set_host_memory(config.host_memory)
     save_dir = Path(config.save_dir)
     # 1. Data first: every data error surfaces before a model is loaded.
     train_ex = _load_split(config, "train")
