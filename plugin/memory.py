@@ -10,8 +10,8 @@ after one STS-B epoch of MiniLM once, 1.3 GB of it reclaimable).
   gradients land on fresh pages the kernel must fault in and zero, ~70k page faults a step
   for MiniLM at batch 32 (sys time ~15% of the step on a VM, where faults are dear).
 - "reuse" fixes both at 16 MB: almost every tensor is carved from memory the heap already
-  holds, so steps stop faulting. On STS-B SHORT that trained 1.14-1.26x faster and peaked
-  ~0.25 GB higher (docs/benchmarks.md, "Training step speed on CPU").
+  holds, so steps stop faulting. On STS-B SHORT that trained 1.39x (fp32) / 1.44x (bf16)
+  faster and peaked ~0.22-0.27 GB higher (docs/benchmarks.md, "Page faults: `host_memory`").
 
 Thresholds are fixed rather than glibc's dynamic ones so that a second train() in the same
 process gets the mode it asks for (mallopt cannot turn the dynamic threshold back on).
