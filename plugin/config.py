@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .memory import HostMemory
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 PoolingStrategy = Literal["cls", "cls_avg", "mean", "max", "last"]
@@ -373,12 +375,12 @@ class TrainConfig(BaseModel):
         "CPU, for inputs of 300k tokens or more (a BEIR corpus, not STS-B); on: always; off: never.",
         json_schema_extra={"group": "Training"},
     )
-    host_memory: Literal["flat", "reuse"] = Field(
+    host_memory: HostMemory = Field(
         "flat",
         description="What the training process does with freed tensors on Linux (glibc). flat: blocks of 1 MB "
         "or more go back to the OS at once, keeping peak RSS near the live peak; reuse: the heap keeps them for "
-        "the next steps, which stops the per-step page faults (1.14-1.26x faster MiniLM training on a 2-core VM, "
-        "~0.25 GB higher peak RSS).",
+        "the next steps, which stops the per-step page faults (MiniLM on STS-B, 2-core VM: 1.39x faster in fp32, "
+        "1.44x in bf16, ~0.25 GB higher peak RSS).",
         json_schema_extra={"group": "Training"},
     )
     evaluate_before_training: bool = Field(
